@@ -1,0 +1,310 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/waypointhq/waypoint/config"
+)
+
+// cli is the command-line model; kong builds the parser and the help text
+// from it. Flags tagged `config:"key"` override that configuration key and
+// must be pointers (see loadConfig).
+type cli struct {
+	globals
+
+	Start    startCmd    `cmd:"" help:"Run ingest and sink in one process."`
+	Ingest   ingestCmd   `cmd:"" help:"Follow every shard of the hub and publish its events to JetStream."`
+	Sink     sinkCmd     `cmd:"" help:"Write events from JetStream and the backfill queue into Postgres."`
+	DLQ      dlqCmd      `cmd:"" name:"dlq" help:"List or replay the messages the sink dead-lettered."`
+	Backfill backfillCmd `cmd:"" help:"Queue and run imports of historical data from the hub."`
+	Migrate  migrateCmd  `cmd:"" help:"Apply or inspect the database schema migrations."`
+	Devnet   devnetCmd   `cmd:"" help:"Run a local Snapchain simulator that speaks the real gRPC protocol."`
+	Status   statusCmd   `cmd:"" help:"Show the pipeline's progress, or the effective configuration."`
+	Search   searchCmd   `cmd:"" help:"Search casts by meaning."`
+	Trace    traceCmd    `cmd:"" help:"Follow one message from the hub through JetStream to Postgres."`
+	Version  versionCmd  `cmd:"" help:"Print the version, commit and Go version."`
+}
+
+// globals are accepted before or after any command.
+type globals struct {
+	Config      string  `name:"config" placeholder:"FILE" help:"TOML configuration file (env WAYPOINT_CONFIG); see config/sample.toml."`
+	DatabaseURL *string `name:"database-url" placeholder:"URL" config:"database.url" help:"Postgres URL (database.url)."`
+	RedisURL    *string `name:"redis-url" placeholder:"URL" config:"redis.url" help:"Redis URL of the backfill queue (redis.url)."`
+	HubURL      *string `name:"hub-url" placeholder:"ADDR" config:"hub.url" help:"Snapchain node: host:port, http://host:port or https://host:port (hub.url)."`
+	NATSURL     *string `name:"nats-url" placeholder:"URL" config:"nats.url" help:"NATS server URLs; empty runs an embedded server (nats.url)."`
+	LogLevel    *string `name:"log-level" placeholder:"LEVEL" config:"log.level" help:"debug, info, warn or error (log.level)."`
+}
+
+// sinkFlags are shared by the commands that run a sink.
+type sinkFlags struct {
+	Replicas  *int `name:"replicas" placeholder:"N" config:"sink.replicas" help:"Sink writers in this process (sink.replicas)."`
+	BatchSize *int `name:"batch-size" placeholder:"N" config:"sink.batch_size" help:"Messages per COPY batch (sink.batch_size)."`
+}
+
+type startCmd struct {
+	sinkFlags
+}
+
+func (startCmd) Help() string {
+	return `Runs the ingest and sink stages in one process, with an embedded NATS server unless nats.url is set: the simplest way to run Waypoint on one machine.
+
+Example:
+
+    waypoint start --hub-url 127.0.0.1:3383 --database-url postgres://waypoint@127.0.0.1/waypoint`
+}
+
+func (*startCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	return notImplemented("start")
+}
+
+type ingestCmd struct{}
+
+func (ingestCmd) Help() string {
+	return `Subscribes to every data shard of the hub (or those in hub.shard_indices), resuming from the last event it published, and publishes each event to the JetStream stream under a subject partitioned by FID.
+
+Example:
+
+    waypoint ingest --hub-url snapchain:3383 --nats-url nats://127.0.0.1:4222`
+}
+
+func (*ingestCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	return notImplemented("ingest")
+}
+
+type sinkCmd struct {
+	sinkFlags
+}
+
+func (sinkCmd) Help() string {
+	return `Drains the JetStream stream and the Redis backfill queue into Postgres in COPY batches. Several replicas, in one process or many, share the stream's partitions; messages that fail validation go to the dead-letter table (see "waypoint dlq").
+
+Example:
+
+    waypoint sink --replicas 2 --batch-size 1000`
+}
+
+func (*sinkCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	return notImplemented("sink")
+}
+
+type dlqCmd struct {
+	List   dlqListCmd   `cmd:"" help:"List dead-lettered messages with their reasons."`
+	Replay dlqReplayCmd `cmd:"" help:"Send dead-lettered messages through the sink again."`
+}
+
+func (dlqCmd) Help() string {
+	return `The dead-letter queue holds the messages the sink could not write, each with the reason (bad hash, bad signature, wrong network, ...).
+
+Example:
+
+    waypoint dlq list --limit 20`
+}
+
+type dlqListCmd struct {
+	Limit  int    `default:"50" help:"Show at most this many entries (default: ${default})."`
+	Reason string `placeholder:"REASON" help:"Show only entries with this reason."`
+}
+
+func (dlqListCmd) Help() string {
+	return "Example:\n\n    waypoint dlq list --reason bad_hash --limit 10"
+}
+
+func (*dlqListCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	return notImplemented("dlq list")
+}
+
+type dlqReplayCmd struct {
+	IDs []int64 `name:"id" sep:"," xor:"which" placeholder:"ID" help:"Replay these entries."`
+	All bool    `xor:"which" help:"Replay every entry."`
+}
+
+func (c *dlqReplayCmd) Validate() error {
+	if len(c.IDs) == 0 && !c.All {
+		return errors.New("say which entries: --id or --all")
+	}
+	return nil
+}
+
+func (dlqReplayCmd) Help() string {
+	return "Entries that fail again stay in the queue with their new reason.\n\nExample:\n\n    waypoint dlq replay --id 17,18"
+}
+
+func (*dlqReplayCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	return notImplemented("dlq replay")
+}
+
+type backfillCmd struct {
+	Enqueue     backfillEnqueueCmd     `cmd:"" help:"Queue FIDs for import."`
+	Worker      backfillWorkerCmd      `cmd:"" help:"Import queued FIDs from the hub."`
+	Status      backfillStatusCmd      `cmd:"" help:"Show the queue's progress."`
+	RetryFailed backfillRetryFailedCmd `cmd:"" name:"retry-failed" help:"Queue the failed jobs again."`
+}
+
+func (backfillCmd) Help() string {
+	return `A backfill imports what the hub holds for a set of FIDs: jobs of backfill.batch_size FIDs wait in a Redis queue, workers fetch each FID's messages with the hub's paged GetAll*ByFid calls, and the sink writes them.
+
+Example:
+
+    waypoint backfill enqueue --max-fid 10000 && waypoint backfill worker --concurrency 50`
+}
+
+type backfillEnqueueCmd struct {
+	FIDs         []uint64 `name:"fids" sep:"," xor:"target" placeholder:"FID" help:"Import these FIDs."`
+	MaxFID       uint64   `name:"max-fid" xor:"target" placeholder:"N" help:"Import FIDs 1 to N."`
+	All          bool     `xor:"target" help:"Import every FID the hub has (GetFids on every shard)."`
+	BatchSize    *int     `name:"batch-size" placeholder:"N" config:"backfill.batch_size" help:"FIDs per job (backfill.batch_size)."`
+	UserDataOnly bool     `name:"user-data-only" xor:"types" help:"Import only user data (profiles)."`
+	Types        []string `sep:"," xor:"types" placeholder:"TYPE" enum:"casts,reactions,links,verifications,user_data,username_proofs,onchain_events" help:"Import only these kinds of data: casts, reactions, links, verifications, user_data, username_proofs, onchain_events."`
+	Priority     bool     `help:"Queue ahead of the jobs already waiting."`
+	Reconcile    bool     `help:"Compare with what the database holds and repair the differences."`
+}
+
+// Validate asks for one of the xor group: kong's own "required" on an xor
+// group would print all three in the usage line as if each were needed.
+func (c *backfillEnqueueCmd) Validate() error {
+	if len(c.FIDs) == 0 && c.MaxFID == 0 && !c.All {
+		return errors.New("say which FIDs: --fids, --max-fid or --all")
+	}
+	return nil
+}
+
+func (backfillEnqueueCmd) Help() string {
+	return "Example:\n\n    waypoint backfill enqueue --fids 1,2,3 --types casts,reactions --priority"
+}
+
+func (*backfillEnqueueCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	return notImplemented("backfill enqueue")
+}
+
+type backfillWorkerCmd struct {
+	Concurrency *int `placeholder:"N" config:"backfill.concurrency" help:"FIDs imported at the same time (backfill.concurrency)."`
+}
+
+func (backfillWorkerCmd) Help() string {
+	return "Runs until interrupted; several workers can share one queue.\n\nExample:\n\n    waypoint backfill worker --concurrency 20"
+}
+
+func (*backfillWorkerCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	return notImplemented("backfill worker")
+}
+
+type backfillStatusCmd struct {
+	Watch bool `help:"Refresh until interrupted."`
+}
+
+func (backfillStatusCmd) Help() string {
+	return "Prints queued, running, done and failed job counts.\n\nExample:\n\n    waypoint backfill status --watch"
+}
+
+func (*backfillStatusCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	return notImplemented("backfill status")
+}
+
+type backfillRetryFailedCmd struct{}
+
+func (backfillRetryFailedCmd) Help() string {
+	return "Example:\n\n    waypoint backfill retry-failed"
+}
+
+func (*backfillRetryFailedCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	return notImplemented("backfill retry-failed")
+}
+
+type migrateCmd struct {
+	Up     migrateUpCmd     `cmd:"" help:"Apply every pending migration."`
+	Status migrateStatusCmd `cmd:"" help:"List applied and pending migrations."`
+}
+
+func (migrateCmd) Help() string {
+	return "Example:\n\n    waypoint migrate up --database-url postgres://waypoint@127.0.0.1/waypoint"
+}
+
+type migrateUpCmd struct{}
+
+func (migrateUpCmd) Help() string { return "Example:\n\n    waypoint migrate up" }
+
+func (*migrateUpCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	return notImplemented("migrate up")
+}
+
+type migrateStatusCmd struct{}
+
+func (migrateStatusCmd) Help() string { return "Example:\n\n    waypoint migrate status" }
+
+func (*migrateStatusCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	return notImplemented("migrate status")
+}
+
+type devnetCmd struct {
+	Listen        string        `default:"127.0.0.1:3383" placeholder:"ADDR" help:"Address to serve HubService on (default: ${default})."`
+	Shards        int           `default:"2" placeholder:"N" help:"Number of data shards (default: ${default})."`
+	Seed          int64         `default:"1" placeholder:"N" help:"Seed of the generated data; the same seed gives the same network (default: ${default})."`
+	FIDs          int           `name:"fids" default:"100" placeholder:"N" help:"Number of simulated users (default: ${default})."`
+	Rate          float64       `default:"10" placeholder:"PER-SECOND" help:"New messages per second across all shards; 0 for none (default: ${default})."`
+	Duration      time.Duration `default:"0s" help:"Stop after this long; 0 runs until interrupted."`
+	Preload       int           `default:"0" placeholder:"N" help:"Messages per user created before serving (default: ${default})."`
+	BlockInterval time.Duration `default:"1s" help:"Time between blocks on each shard."`
+	Retention     int           `default:"0" placeholder:"N" help:"Events kept per shard for replay (from_id, GetEvents); 0 keeps all (default: ${default})."`
+	DumpState     string        `placeholder:"FILE" help:"On exit, write the simulator's state to FILE to compare with the database."`
+}
+
+func (devnetCmd) Help() string {
+	return `Serves a simulated Snapchain network on one gRPC port: users, signers, casts, reactions, links, verifications and user data, signed and hashed like the real network's, produced in blocks at a steady rate. Point "waypoint ingest" and "waypoint backfill" at it with --hub-url.
+
+Example:
+
+    waypoint devnet --shards 2 --fids 500 --preload 20 --rate 50 --dump-state /tmp/devnet.json`
+}
+
+func (*devnetCmd) Run(ctx context.Context, log *slog.Logger) error {
+	return notImplemented("devnet")
+}
+
+type searchCmd struct {
+	Query string `arg:"" help:"Text to search for."`
+	Limit int    `default:"10" placeholder:"N" help:"Show at most this many casts (default: ${default})."`
+}
+
+func (searchCmd) Help() string {
+	return "Example:\n\n    waypoint search \"rust async runtimes\" --limit 5"
+}
+
+func (*searchCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	return notImplemented("search")
+}
+
+type traceCmd struct {
+	Hash messageHash `arg:"" help:"Message hash: 40 hex digits, with or without 0x."`
+}
+
+func (traceCmd) Help() string {
+	return "Example:\n\n    waypoint trace 0x8f3a54f0b7c8e2d1a9f06b3c4d5e6f708192a3b4"
+}
+
+func (*traceCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	return notImplemented("trace")
+}
+
+// messageHash is a 20-byte BLAKE3 message hash given in hex.
+type messageHash []byte
+
+func (h *messageHash) Decode(dctx *kong.DecodeContext) error {
+	var s string
+	if err := dctx.Scan.PopValueInto("hash", &s); err != nil {
+		return err
+	}
+	b, err := hex.DecodeString(strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X"))
+	if err != nil || len(b) != 20 {
+		return fmt.Errorf("%q is not a message hash: want 40 hex digits", s)
+	}
+	*h = b
+	return nil
+}
