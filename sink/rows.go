@@ -1,0 +1,738 @@
+package sink
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/waypointhq/waypoint/message"
+	pb "github.com/waypointhq/waypoint/proto"
+)
+
+// Mark kinds: why a message is deleted for good, whenever it arrives.
+const (
+	markPruned  int16 = 1
+	markRevoked int16 = 2
+	markDeleted int16 = 3
+)
+
+// maxKeyBytes bounds text and bytes that are part of a btree key. Hubs limit
+// these fields to a few hundred bytes; longer values could not be indexed and
+// would fail the whole batch, so such messages go to dead_letters.
+const maxKeyBytes = 1024
+
+// maxUnixSeconds bounds timestamps given in Unix seconds (fname proofs,
+// blocks) to what timestamptz can hold with room to spare.
+const maxUnixSeconds = 1 << 37
+
+// Staging rows. Each fill method hands pgx pointers to its fields, which
+// boxes without allocating.
+
+type messageRow struct {
+	hash       []byte
+	fid        int64
+	typ        int16
+	ts         time.Time
+	hashScheme int16
+	sigScheme  int16
+	signer     []byte
+	raw        []byte
+}
+
+func (r *messageRow) fill(v []any) {
+	v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7] = &r.hash, &r.fid, &r.typ, &r.ts, &r.hashScheme, &r.sigScheme, &r.signer, &r.raw
+}
+
+type markRow struct {
+	hash []byte
+	kind int16
+}
+
+func (r *markRow) fill(v []any) { v[0], v[1] = &r.hash, &r.kind }
+
+type castRow struct {
+	hash       []byte
+	fid        int64
+	ts         time.Time
+	parentFid  pgtype.Int8
+	parentHash []byte
+	parentURL  pgtype.Text
+	text       string
+	embeds     []byte
+	mentions   []byte
+	positions  []byte
+	typ        int16
+	embedding  vector
+}
+
+func (r *castRow) fill(v []any) {
+	v[0], v[1], v[2], v[3], v[4], v[5] = &r.hash, &r.fid, &r.ts, &r.parentFid, &r.parentHash, &r.parentURL
+	v[6], v[7], v[8], v[9], v[10], v[11] = &r.text, &r.embeds, &r.mentions, &r.positions, &r.typ, &r.embedding
+}
+
+type castRemoveRow struct {
+	hash   []byte
+	fid    int64
+	ts     time.Time
+	target []byte
+}
+
+func (r *castRemoveRow) fill(v []any) { v[0], v[1], v[2], v[3] = &r.hash, &r.fid, &r.ts, &r.target }
+
+type reactionRow struct {
+	hash       []byte
+	fid        int64
+	ts         time.Time
+	remove     bool
+	typ        int16
+	targetFid  pgtype.Int8
+	targetHash []byte
+	targetURL  pgtype.Text
+}
+
+func (r *reactionRow) fill(v []any) {
+	v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7] = &r.hash, &r.fid, &r.ts, &r.remove, &r.typ, &r.targetFid, &r.targetHash, &r.targetURL
+}
+
+type linkRow struct {
+	hash      []byte
+	fid       int64
+	ts        time.Time
+	remove    bool
+	typ       string
+	targetFid int64
+	displayTS pgtype.Timestamptz
+}
+
+func (r *linkRow) fill(v []any) {
+	v[0], v[1], v[2], v[3], v[4], v[5], v[6] = &r.hash, &r.fid, &r.ts, &r.remove, &r.typ, &r.targetFid, &r.displayTS
+}
+
+type compactRow struct {
+	hash    []byte
+	fid     int64
+	ts      time.Time
+	typ     string
+	targets []int64
+}
+
+func (r *compactRow) fill(v []any) {
+	v[0], v[1], v[2], v[3], v[4] = &r.hash, &r.fid, &r.ts, &r.typ, &r.targets
+}
+
+type verificationRow struct {
+	hash      []byte
+	fid       int64
+	ts        time.Time
+	remove    bool
+	address   []byte
+	blockHash []byte
+	signature []byte
+	protocol  int16
+	vtype     int16
+	chainID   int64
+}
+
+func (r *verificationRow) fill(v []any) {
+	v[0], v[1], v[2], v[3], v[4] = &r.hash, &r.fid, &r.ts, &r.remove, &r.address
+	v[5], v[6], v[7], v[8], v[9] = &r.blockHash, &r.signature, &r.protocol, &r.vtype, &r.chainID
+}
+
+type userDataRow struct {
+	hash  []byte
+	fid   int64
+	ts    time.Time
+	typ   int16
+	value string
+}
+
+func (r *userDataRow) fill(v []any) {
+	v[0], v[1], v[2], v[3], v[4] = &r.hash, &r.fid, &r.ts, &r.typ, &r.value
+}
+
+type proofRow struct {
+	username  string
+	fid       int64
+	ts        time.Time
+	typ       int16
+	owner     []byte
+	signature []byte
+	deletion  bool
+}
+
+func (r *proofRow) fill(v []any) {
+	v[0], v[1], v[2], v[3], v[4], v[5], v[6] = &r.username, &r.fid, &r.ts, &r.typ, &r.owner, &r.signature, &r.deletion
+}
+
+type lendRow struct {
+	hash     []byte
+	fid      int64
+	ts       time.Time
+	toFid    int64
+	numUnits int64
+	unitType int16
+}
+
+func (r *lendRow) fill(v []any) {
+	v[0], v[1], v[2], v[3], v[4], v[5] = &r.hash, &r.fid, &r.ts, &r.toFid, &r.numUnits, &r.unitType
+}
+
+// onchainRow is one on-chain event with the columns of every typed table;
+// the merge picks the ones its type uses.
+type onchainRow struct {
+	typ          int16
+	chainID      int64
+	blockNumber  int64
+	blockHash    []byte
+	blockTS      time.Time
+	txHash       []byte
+	logIndex     int32
+	txIndex      int32
+	fid          int64
+	version      int32
+	raw          []byte
+	key          []byte
+	keyType      int16
+	eventType    int16
+	metadata     []byte
+	metadataType int16
+	migratedAt   int64
+	toAddr       []byte
+	fromAddr     []byte
+	recoveryAddr []byte
+	payer        []byte
+	units        int64
+	expiry       int64
+	tierType     int16
+	forDays      int64
+}
+
+func (r *onchainRow) fill(v []any) {
+	v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10] = &r.typ, &r.chainID, &r.blockNumber, &r.blockHash, &r.blockTS, &r.txHash, &r.logIndex, &r.txIndex, &r.fid, &r.version, &r.raw
+	v[11], v[12], v[13], v[14], v[15], v[16] = &r.key, &r.keyType, &r.eventType, &r.metadata, &r.metadataType, &r.migratedAt
+	v[17], v[18], v[19], v[20], v[21], v[22], v[23], v[24] = &r.toAddr, &r.fromAddr, &r.recoveryAddr, &r.payer, &r.units, &r.expiry, &r.tierType, &r.forDays
+}
+
+type deadLetterRow struct {
+	source  string
+	reason  string
+	detail  string
+	shard   int32
+	eventID pgtype.Int8
+	hash    []byte
+	raw     []byte
+}
+
+func (r *deadLetterRow) fill(v []any) {
+	v[0], v[1], v[2], v[3], v[4], v[5], v[6] = &r.source, &r.reason, &r.detail, &r.shard, &r.eventID, &r.hash, &r.raw
+}
+
+// rows is the staged form of one batch. It is reused across batches: every
+// slice is truncated, not freed, so a steady stream allocates little.
+type rows struct {
+	writeMessages bool
+
+	messages      []messageRow
+	marks         []markRow
+	casts         []castRow
+	castRemoves   []castRemoveRow
+	reactions     []reactionRow
+	links         []linkRow
+	compacts      []compactRow
+	verifications []verificationRow
+	userData      []userDataRow
+	proofs        []proofRow
+	lends         []lendRow
+	onchain       []onchainRow
+	dead          []deadLetterRow
+
+	// arena holds encoded messages and JSON columns; rows slice into it.
+	arena []byte
+	// int64s backs compact states' target lists.
+	int64s []int64
+	// gone holds hashes this batch removes or marks, so their casts are not
+	// embedded.
+	gone map[string]struct{}
+	// vectors backs cast embeddings.
+	vectors []float32
+
+	skipped int
+}
+
+func (b *rows) reset() {
+	b.messages = b.messages[:0]
+	b.marks = b.marks[:0]
+	b.casts = b.casts[:0]
+	b.castRemoves = b.castRemoves[:0]
+	b.reactions = b.reactions[:0]
+	b.links = b.links[:0]
+	b.compacts = b.compacts[:0]
+	b.verifications = b.verifications[:0]
+	b.userData = b.userData[:0]
+	b.proofs = b.proofs[:0]
+	b.lends = b.lends[:0]
+	b.onchain = b.onchain[:0]
+	b.dead = b.dead[:0]
+	b.arena = b.arena[:0]
+	b.int64s = b.int64s[:0]
+	clear(b.gone)
+	b.skipped = 0
+}
+
+// add stages one event.
+func (b *rows) add(ev *pb.HubEvent) {
+	if ev == nil {
+		b.deadLetter(nil, "event", "missing_event", "nil event", nil, nil)
+		return
+	}
+	switch body := ev.Body.(type) {
+	case *pb.HubEvent_MergeMessageBody:
+		if body.MergeMessageBody == nil {
+			b.deadLetterEvent(ev, "missing_body", "merge message event without body")
+			return
+		}
+		b.addMessage(ev, body.MergeMessageBody.Message, 0)
+		for _, d := range body.MergeMessageBody.DeletedMessages {
+			b.addMessage(ev, d, markDeleted)
+		}
+	case *pb.HubEvent_PruneMessageBody:
+		b.addMessage(ev, body.PruneMessageBody.GetMessage(), markPruned)
+	case *pb.HubEvent_RevokeMessageBody:
+		b.addMessage(ev, body.RevokeMessageBody.GetMessage(), markRevoked)
+	case *pb.HubEvent_MergeUsernameProofBody:
+		p := body.MergeUsernameProofBody
+		if p == nil {
+			b.deadLetterEvent(ev, "missing_body", "merge username proof event without body")
+			return
+		}
+		if p.UsernameProof != nil {
+			b.addProof(ev, p.UsernameProof, false)
+		}
+		if p.DeletedUsernameProof != nil {
+			b.addProof(ev, p.DeletedUsernameProof, true)
+		}
+		if p.UsernameProofMessage != nil {
+			b.addMessage(ev, p.UsernameProofMessage, 0)
+		}
+		if p.DeletedUsernameProofMessage != nil {
+			b.addMessage(ev, p.DeletedUsernameProofMessage, markDeleted)
+		}
+	case *pb.HubEvent_MergeOnChainEventBody:
+		b.addOnchain(ev, body.MergeOnChainEventBody.GetOnChainEvent())
+	default:
+		// Block confirmations, merge failures and unknown kinds carry no state.
+		b.skipped++
+	}
+}
+
+func (b *rows) deadLetterEvent(ev *pb.HubEvent, reason, detail string) {
+	raw, _ := proto.Marshal(ev)
+	b.deadLetter(ev, "event", reason, detail, nil, raw)
+}
+
+func (b *rows) deadLetter(ev *pb.HubEvent, source, reason, detail string, hash, raw []byte) {
+	r := deadLetterRow{source: source, reason: reason, detail: cleanText(detail), hash: hash, raw: raw}
+	if ev != nil {
+		r.shard = int32(ev.ShardIndex)
+		r.eventID = pgtype.Int8{Int64: int64(ev.Id), Valid: true}
+	}
+	b.dead = append(b.dead, r)
+}
+
+func (b *rows) deadLetterMessage(ev *pb.HubEvent, m *pb.Message, reason, detail string) {
+	raw, _ := appendMessage(nil, m)
+	b.deadLetter(ev, "message", reason, detail, m.GetHash(), raw)
+}
+
+// appendMessage appends the wire encoding of m. Go's encoder refuses
+// invalid UTF-8 in decoded string fields, which the hash-covered data_bytes
+// may hold; then the envelope is written with data_bytes alone, which loses
+// nothing since data is their decoding.
+func appendMessage(dst []byte, m *pb.Message) ([]byte, error) {
+	out, err := proto.MarshalOptions{}.MarshalAppend(dst, m)
+	if err == nil || m.DataBytes == nil {
+		return out, err
+	}
+	env := &pb.Message{Hash: m.Hash, HashScheme: m.HashScheme, Signature: m.Signature,
+		SignatureScheme: m.SignatureScheme, Signer: m.Signer, DataBytes: m.DataBytes}
+	return proto.MarshalOptions{}.MarshalAppend(dst[:len(dst):len(dst)], env)
+}
+
+// messageData returns m's data, decoding data_bytes when only they are set.
+func messageData(m *pb.Message) (*pb.MessageData, error) {
+	if m.Data != nil {
+		return m.Data, nil
+	}
+	if len(m.DataBytes) == 0 {
+		return nil, fmt.Errorf("message has neither data nor data_bytes")
+	}
+	d := new(pb.MessageData)
+	if err := proto.Unmarshal(m.DataBytes, d); err != nil {
+		return nil, fmt.Errorf("decode data_bytes: %w", err)
+	}
+	return d, nil
+}
+
+func (b *rows) markGone(h []byte) {
+	if b.gone == nil {
+		b.gone = make(map[string]struct{})
+	}
+	b.gone[string(h)] = struct{}{}
+}
+
+func (b *rows) addMessage(ev *pb.HubEvent, m *pb.Message, mark int16) {
+	if m == nil {
+		b.deadLetterEvent(ev, "missing_message", "event carries no message")
+		return
+	}
+	if len(m.Hash) == 0 || len(m.Hash) > maxKeyBytes {
+		b.deadLetterMessage(ev, m, "bad_hash", fmt.Sprintf("message hash has %d bytes", len(m.Hash)))
+		return
+	}
+	d, err := messageData(m)
+	if err != nil {
+		b.deadLetterMessage(ev, m, string(message.ReasonNoData), err.Error())
+		return
+	}
+	if d.Fid > 1<<63-1 {
+		b.deadLetterMessage(ev, m, "bad_fid", fmt.Sprintf("fid %d out of range", d.Fid))
+		return
+	}
+	start := len(b.arena)
+	if b.writeMessages {
+		arena, err := appendMessage(b.arena, m)
+		if err != nil {
+			b.deadLetterMessage(ev, m, string(message.ReasonEncode), err.Error())
+			return
+		}
+		b.arena = arena
+	}
+	end := len(b.arena)
+	if reason, detail := b.addTyped(m, d, mark); reason != "" {
+		b.arena = b.arena[:start]
+		b.deadLetterMessage(ev, m, reason, detail)
+		return
+	}
+	if mark != 0 {
+		b.marks = append(b.marks, markRow{hash: m.Hash, kind: mark})
+		b.markGone(m.Hash)
+	}
+	if !b.writeMessages {
+		return
+	}
+	b.messages = append(b.messages, messageRow{
+		hash:       m.Hash,
+		fid:        int64(d.Fid),
+		typ:        int16(d.Type),
+		ts:         message.Time(d.Timestamp),
+		hashScheme: int16(m.HashScheme),
+		sigScheme:  int16(m.SignatureScheme),
+		signer:     nonNil(m.Signer),
+		raw:        b.arena[start:end:end],
+	})
+}
+
+// addTyped stages the store row of a message and returns a dead-letter
+// reason when its body does not fit its type.
+func (b *rows) addTyped(m *pb.Message, d *pb.MessageData, mark int16) (reason, detail string) {
+	fid := int64(d.Fid)
+	ts := message.Time(d.Timestamp)
+	mismatch := func() (string, string) {
+		return "body_mismatch", fmt.Sprintf("%v message without its body", d.Type)
+	}
+	switch d.Type {
+	case pb.MessageType_MESSAGE_TYPE_CAST_ADD:
+		body := d.GetCastAddBody()
+		if body == nil {
+			return mismatch()
+		}
+		b.addCast(m.Hash, fid, ts, body)
+	case pb.MessageType_MESSAGE_TYPE_CAST_REMOVE:
+		body := d.GetCastRemoveBody()
+		if body == nil || len(body.TargetHash) == 0 || len(body.TargetHash) > maxKeyBytes {
+			return "bad_target", "cast remove without a usable target hash"
+		}
+		b.castRemoves = append(b.castRemoves, castRemoveRow{hash: m.Hash, fid: fid, ts: ts, target: body.TargetHash})
+		b.markGone(body.TargetHash)
+	case pb.MessageType_MESSAGE_TYPE_REACTION_ADD, pb.MessageType_MESSAGE_TYPE_REACTION_REMOVE:
+		body := d.GetReactionBody()
+		if body == nil {
+			return mismatch()
+		}
+		r := reactionRow{hash: m.Hash, fid: fid, ts: ts, remove: d.Type == pb.MessageType_MESSAGE_TYPE_REACTION_REMOVE, typ: int16(body.Type)}
+		switch t := body.Target.(type) {
+		case *pb.ReactionBody_TargetCastId:
+			if t.TargetCastId == nil || len(t.TargetCastId.Hash) == 0 || len(t.TargetCastId.Hash) > maxKeyBytes {
+				return "bad_target", "reaction target cast id without a usable hash"
+			}
+			r.targetFid = pgtype.Int8{Int64: int64(t.TargetCastId.Fid), Valid: true}
+			r.targetHash = t.TargetCastId.Hash
+		case *pb.ReactionBody_TargetUrl:
+			u := cleanText(t.TargetUrl)
+			if len(u) > maxKeyBytes {
+				return "field_too_long", fmt.Sprintf("reaction target url has %d bytes", len(u))
+			}
+			r.targetURL = pgtype.Text{String: u, Valid: true}
+		default:
+			return "bad_target", "reaction without a target"
+		}
+		b.reactions = append(b.reactions, r)
+	case pb.MessageType_MESSAGE_TYPE_LINK_ADD, pb.MessageType_MESSAGE_TYPE_LINK_REMOVE:
+		body := d.GetLinkBody()
+		if body == nil {
+			return mismatch()
+		}
+		t, ok := body.Target.(*pb.LinkBody_TargetFid)
+		if !ok {
+			return "bad_target", "link without a target fid"
+		}
+		typ := cleanText(body.Type)
+		if len(typ) > maxKeyBytes {
+			return "field_too_long", fmt.Sprintf("link type has %d bytes", len(typ))
+		}
+		r := linkRow{hash: m.Hash, fid: fid, ts: ts, remove: d.Type == pb.MessageType_MESSAGE_TYPE_LINK_REMOVE, typ: typ, targetFid: int64(t.TargetFid)}
+		if body.DisplayTimestamp != nil {
+			r.displayTS = pgtype.Timestamptz{Time: message.Time(*body.DisplayTimestamp), Valid: true}
+		}
+		b.links = append(b.links, r)
+	case pb.MessageType_MESSAGE_TYPE_LINK_COMPACT_STATE:
+		body := d.GetLinkCompactStateBody()
+		if body == nil {
+			return mismatch()
+		}
+		typ := cleanText(body.Type)
+		if len(typ) > maxKeyBytes {
+			return "field_too_long", fmt.Sprintf("link type has %d bytes", len(typ))
+		}
+		start := len(b.int64s)
+		for _, f := range body.TargetFids {
+			b.int64s = append(b.int64s, int64(f))
+		}
+		b.compacts = append(b.compacts, compactRow{hash: m.Hash, fid: fid, ts: ts, typ: typ, targets: b.int64s[start:len(b.int64s):len(b.int64s)]})
+	case pb.MessageType_MESSAGE_TYPE_VERIFICATION_ADD_ETH_ADDRESS:
+		body := d.GetVerificationAddAddressBody()
+		if body == nil {
+			return mismatch()
+		}
+		if len(body.Address) == 0 || len(body.Address) > maxKeyBytes {
+			return "bad_address", fmt.Sprintf("verification address has %d bytes", len(body.Address))
+		}
+		b.verifications = append(b.verifications, verificationRow{
+			hash: m.Hash, fid: fid, ts: ts, address: body.Address,
+			blockHash: nonNil(body.BlockHash), signature: nonNil(body.ClaimSignature),
+			protocol: int16(body.Protocol), vtype: int16(body.VerificationType), chainID: int64(body.ChainId),
+		})
+	case pb.MessageType_MESSAGE_TYPE_VERIFICATION_REMOVE:
+		body := d.GetVerificationRemoveBody()
+		if body == nil {
+			return mismatch()
+		}
+		if len(body.Address) == 0 || len(body.Address) > maxKeyBytes {
+			return "bad_address", fmt.Sprintf("verification address has %d bytes", len(body.Address))
+		}
+		b.verifications = append(b.verifications, verificationRow{hash: m.Hash, fid: fid, ts: ts, remove: true, address: body.Address, protocol: int16(body.Protocol)})
+	case pb.MessageType_MESSAGE_TYPE_USER_DATA_ADD:
+		body := d.GetUserDataBody()
+		if body == nil {
+			return mismatch()
+		}
+		b.userData = append(b.userData, userDataRow{hash: m.Hash, fid: fid, ts: ts, typ: int16(body.Type), value: cleanText(body.Value)})
+	case pb.MessageType_MESSAGE_TYPE_USERNAME_PROOF:
+		body := d.GetUsernameProofBody()
+		if body == nil {
+			return mismatch()
+		}
+		if reason, detail := b.checkProof(body); reason != "" {
+			return reason, detail
+		}
+		// A proof message that is pruned, revoked or superseded no longer
+		// holds its name.
+		b.appendProof(body, mark != 0)
+	case pb.MessageType_MESSAGE_TYPE_LEND_STORAGE:
+		body := d.GetLendStorageBody()
+		if body == nil {
+			return mismatch()
+		}
+		if body.ToFid > 1<<63-1 || body.NumUnits > 1<<63-1 {
+			return "bad_value", "lend storage fid or units out of range"
+		}
+		b.lends = append(b.lends, lendRow{hash: m.Hash, fid: fid, ts: ts, toFid: int64(body.ToFid), numUnits: int64(body.NumUnits), unitType: int16(body.UnitType)})
+	default:
+		// Frame actions, key messages and newer types are kept in messages only.
+	}
+	return "", ""
+}
+
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+func (b *rows) addCast(hash []byte, fid int64, ts time.Time, body *pb.CastAddBody) {
+	r := castRow{hash: hash, fid: fid, ts: ts, text: cleanText(body.Text), typ: int16(body.Type)}
+	switch p := body.Parent.(type) {
+	case *pb.CastAddBody_ParentCastId:
+		if p.ParentCastId != nil && len(p.ParentCastId.Hash) > 0 {
+			r.parentFid = pgtype.Int8{Int64: int64(p.ParentCastId.Fid), Valid: true}
+			r.parentHash = p.ParentCastId.Hash
+		}
+	case *pb.CastAddBody_ParentUrl:
+		r.parentURL = pgtype.Text{String: cleanText(p.ParentUrl), Valid: true}
+	}
+	start := len(b.arena)
+	a := append(b.arena, '[')
+	n := 0
+	for _, e := range body.Embeds {
+		switch x := e.GetEmbed().(type) {
+		case *pb.Embed_Url:
+			if n > 0 {
+				a = append(a, ',')
+			}
+			a = append(a, `{"url":`...)
+			a = appendJSONString(a, cleanText(x.Url))
+			a = append(a, '}')
+			n++
+		case *pb.Embed_CastId:
+			if x.CastId == nil {
+				continue
+			}
+			if n > 0 {
+				a = append(a, ',')
+			}
+			a = append(a, `{"cast_id":{"fid":`...)
+			a = appendUint(a, x.CastId.Fid)
+			a = append(a, `,"hash":"`...)
+			a = appendHex(a, x.CastId.Hash)
+			a = append(a, `"}}`...)
+			n++
+		}
+	}
+	if len(body.Embeds) == 0 {
+		for _, u := range body.EmbedsDeprecated {
+			if n > 0 {
+				a = append(a, ',')
+			}
+			a = append(a, `{"url":`...)
+			a = appendJSONString(a, cleanText(u))
+			a = append(a, '}')
+			n++
+		}
+	}
+	a = append(a, ']')
+	mid := len(a)
+	a = append(a, '[')
+	for i, f := range body.Mentions {
+		if i > 0 {
+			a = append(a, ',')
+		}
+		a = appendUint(a, f)
+	}
+	a = append(a, ']')
+	end := len(a)
+	a = append(a, '[')
+	for i, p := range body.MentionsPositions {
+		if i > 0 {
+			a = append(a, ',')
+		}
+		a = appendUint(a, uint64(p))
+	}
+	a = append(a, ']')
+	b.arena = a
+	r.embeds = a[start:mid:mid]
+	r.mentions = a[mid:end:end]
+	r.positions = a[end:len(a):len(a)]
+	b.casts = append(b.casts, r)
+}
+
+func (b *rows) checkProof(p *pb.UserNameProof) (reason, detail string) {
+	if len(p.Name) == 0 || len(p.Name) > maxKeyBytes {
+		return "bad_name", fmt.Sprintf("username proof name has %d bytes", len(p.Name))
+	}
+	if p.Timestamp > maxUnixSeconds {
+		return "bad_timestamp", fmt.Sprintf("username proof timestamp %d out of range", p.Timestamp)
+	}
+	if p.Fid > 1<<63-1 {
+		return "bad_fid", fmt.Sprintf("fid %d out of range", p.Fid)
+	}
+	return "", ""
+}
+
+func (b *rows) appendProof(p *pb.UserNameProof, deletion bool) {
+	b.proofs = append(b.proofs, proofRow{
+		username:  cleanBytesText(p.Name),
+		fid:       int64(p.Fid),
+		ts:        time.Unix(int64(p.Timestamp), 0).UTC(),
+		typ:       int16(p.Type),
+		owner:     p.Owner,
+		signature: nonNil(p.Signature),
+		deletion:  deletion || p.Fid == 0,
+	})
+}
+
+func (b *rows) addProof(ev *pb.HubEvent, p *pb.UserNameProof, deletion bool) {
+	if reason, detail := b.checkProof(p); reason != "" {
+		raw, _ := proto.Marshal(p)
+		b.deadLetter(ev, "username_proof", reason, detail, nil, raw)
+		return
+	}
+	b.appendProof(p, deletion)
+}
+
+func (b *rows) addOnchain(ev *pb.HubEvent, e *pb.OnChainEvent) {
+	if e == nil {
+		b.deadLetterEvent(ev, "missing_body", "on-chain event without body")
+		return
+	}
+	raw, _ := proto.Marshal(e)
+	fail := func(reason, detail string) { b.deadLetter(ev, "onchain_event", reason, detail, e.TransactionHash, raw) }
+	if len(e.TransactionHash) == 0 || len(e.TransactionHash) > maxKeyBytes {
+		fail("bad_tx_hash", fmt.Sprintf("transaction hash has %d bytes", len(e.TransactionHash)))
+		return
+	}
+	if e.BlockTimestamp > maxUnixSeconds || e.Fid > 1<<63-1 {
+		fail("bad_value", "block timestamp or fid out of range")
+		return
+	}
+	r := onchainRow{
+		typ: int16(e.Type), chainID: int64(e.ChainId), blockNumber: int64(e.BlockNumber), blockHash: nonNil(e.BlockHash),
+		blockTS: time.Unix(int64(e.BlockTimestamp), 0).UTC(), txHash: e.TransactionHash, logIndex: int32(e.LogIndex),
+		txIndex: int32(e.TxIndex), fid: int64(e.Fid), version: int32(e.Version), raw: raw,
+	}
+	switch body := e.Body.(type) {
+	case *pb.OnChainEvent_SignerEventBody:
+		s := body.SignerEventBody
+		if s == nil || len(s.Key) > maxKeyBytes {
+			fail("bad_body", "signer event without a usable key")
+			return
+		}
+		r.key, r.keyType, r.eventType, r.metadata, r.metadataType = nonNil(s.Key), int16(s.KeyType), int16(s.EventType), s.Metadata, int16(s.MetadataType)
+	case *pb.OnChainEvent_SignerMigratedEventBody:
+		r.migratedAt = int64(body.SignerMigratedEventBody.GetMigratedAt())
+	case *pb.OnChainEvent_IdRegisterEventBody:
+		s := body.IdRegisterEventBody
+		if s == nil || len(s.To) > maxKeyBytes {
+			fail("bad_body", "id register event without a usable address")
+			return
+		}
+		r.toAddr, r.eventType, r.fromAddr, r.recoveryAddr = nonNil(s.To), int16(s.EventType), s.From, s.RecoveryAddress
+	case *pb.OnChainEvent_StorageRentEventBody:
+		s := body.StorageRentEventBody
+		if s == nil {
+			fail("bad_body", "storage rent event without body")
+			return
+		}
+		r.payer, r.units, r.expiry = nonNil(s.Payer), int64(s.Units), int64(s.Expiry)
+	case *pb.OnChainEvent_TierPurchaseEventBody:
+		s := body.TierPurchaseEventBody
+		if s == nil || s.ForDays > 1<<31 {
+			fail("bad_body", "tier purchase without a usable duration")
+			return
+		}
+		r.tierType, r.forDays, r.payer = int16(s.TierType), int64(s.ForDays), nonNil(s.Payer)
+	}
+	b.onchain = append(b.onchain, r)
+}
