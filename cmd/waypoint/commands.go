@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"time"
@@ -12,6 +13,9 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/waypointhq/waypoint/config"
+	"github.com/waypointhq/waypoint/embedding"
+	"github.com/waypointhq/waypoint/migrations"
+	"github.com/waypointhq/waypoint/sink"
 )
 
 // cli is the command-line model; kong builds the parser and the help text
@@ -117,8 +121,44 @@ func (dlqListCmd) Help() string {
 	return "Example:\n\n    waypoint dlq list --reason bad_hash --limit 10"
 }
 
-func (*dlqListCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	return notImplemented("dlq list")
+func (c *dlqListCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Writer) error {
+	pool, err := openDB(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	rows, err := pool.Query(ctx, `SELECT id, created_at, source, reason, detail, shard, event_id, message_hash
+		FROM dead_letters WHERE $1 = '' OR reason = $1 ORDER BY id DESC LIMIT $2`, c.Reason, c.Limit)
+	if err != nil {
+		return fmt.Errorf("dlq list: %w", err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var (
+			id          int64
+			at          time.Time
+			src, reason string
+			detail      string
+			shard       *int32
+			eventID     *int64
+			hash        []byte
+		)
+		if err := rows.Scan(&id, &at, &src, &reason, &detail, &shard, &eventID, &hash); err != nil {
+			return fmt.Errorf("dlq list: %w", err)
+		}
+		where := src
+		if shard != nil && eventID != nil {
+			where = fmt.Sprintf("%s shard %d event %d", src, *shard, *eventID)
+		}
+		fmt.Fprintf(out, "%-6d %s  %-22s %-28s 0x%x  %s\n", id, at.UTC().Format(time.RFC3339), reason, where, hash, oneLine(detail, 80))
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("dlq list: %w", err)
+	}
+	fmt.Fprintf(out, "%d dead letter(s)\n", n)
+	return nil
 }
 
 type dlqReplayCmd struct {
@@ -231,16 +271,52 @@ type migrateUpCmd struct{}
 
 func (migrateUpCmd) Help() string { return "Example:\n\n    waypoint migrate up" }
 
-func (*migrateUpCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	return notImplemented("migrate up")
+func (*migrateUpCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Writer) error {
+	pool, err := openDB(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	before, err := migrations.Status(ctx, pool)
+	if err != nil {
+		return err
+	}
+	if err := migrations.Up(ctx, pool); err != nil {
+		return err
+	}
+	applied := 0
+	for _, m := range before {
+		if m.Pending() {
+			applied++
+			fmt.Fprintf(out, "applied %04d %s\n", m.Version, m.Name)
+		}
+	}
+	fmt.Fprintf(out, "%d migration(s) applied, schema is current\n", applied)
+	return nil
 }
 
 type migrateStatusCmd struct{}
 
 func (migrateStatusCmd) Help() string { return "Example:\n\n    waypoint migrate status" }
 
-func (*migrateStatusCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	return notImplemented("migrate status")
+func (*migrateStatusCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Writer) error {
+	pool, err := openDB(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	ms, err := migrations.Status(ctx, pool)
+	if err != nil {
+		return err
+	}
+	for _, m := range ms {
+		state := "pending"
+		if !m.Pending() {
+			state = "applied " + m.AppliedAt.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(out, "%04d  %-32s %s\n", m.Version, m.Name, state)
+	}
+	return nil
 }
 
 type devnetCmd struct {
@@ -277,8 +353,33 @@ func (searchCmd) Help() string {
 	return "Example:\n\n    waypoint search \"rust async runtimes\" --limit 5"
 }
 
-func (*searchCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	return notImplemented("search")
+func (c *searchCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Writer) error {
+	pool, err := openDB(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	res, err := sink.Search(ctx, pool, embedding.NewLocal(embedding.DefaultDimensions), c.Query, c.Limit)
+	if err != nil {
+		return err
+	}
+	for _, r := range res {
+		fmt.Fprintf(out, "%.3f  fid %-8d 0x%x  %s\n", r.Distance, r.Fid, r.Hash, oneLine(r.Text, 100))
+	}
+	if len(res) == 0 {
+		fmt.Fprintln(out, "no casts found")
+	}
+	return nil
+}
+
+// oneLine shortens s to at most n runes on one line for tabular output.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	r := []rune(s)
+	if len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
 }
 
 type traceCmd struct {
