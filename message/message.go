@@ -2,6 +2,29 @@
 // BLAKE3-160 hash over data_bytes, the Ed25519 signature over that hash, and
 // the network a message belongs to. Ingest, the sink and the simulator share
 // it so that all three agree on what a valid message is.
+//
+// # Which bytes are hashed
+//
+// A message's hash covers one particular serialization of its MessageData:
+// the bytes its author encoded and signed. Protobuf does not define a unique
+// encoding, and encoders disagree in practice. The one that matters here is
+// oneof placement: Snapchain's encoder (Rust prost) writes a oneof at the
+// position of its lowest field number, while Go's protobuf runtime writes every
+// oneof after all other fields. CastAddBody declares text = 4, mentions_positions
+// = 5, embeds = 6 and type = 8 after the parent oneof {parent_cast_id = 3,
+// parent_url = 7}, so for every reply the two encoders produce different
+// bytes, and a Go re-encoding hashes to something else. Other clients add
+// their own differences (ts-proto writes empty packed repeated fields, for
+// example), which no decoder can reproduce because decoding forgets them.
+//
+// So a message that carries data_bytes is always verified over those bytes,
+// exactly as received, and the data it describes is what those bytes decode
+// to. Re-encoding is only the fallback for messages that arrive without
+// data_bytes, which the network hashed over its own (prost) encoding of data;
+// for those this package re-encodes in prost's field order (see DataBytes),
+// which reproduces the signed bytes as long as every field of the message is
+// known to this build. Sign emits the same canonical encoding, so envelopes it
+// builds stay valid with or without data_bytes.
 package message
 
 import (
@@ -41,7 +64,8 @@ type Mode int
 const (
 	// CheckNone accepts every decodable message.
 	CheckNone Mode = iota
-	// CheckHash verifies the hash scheme and the hash over data_bytes.
+	// CheckHash verifies the hash scheme and the hash over data_bytes, and
+	// that data, when also present, is what data_bytes decode to.
 	CheckHash
 	// CheckFull also verifies the Ed25519 signature and the network.
 	CheckFull
@@ -85,6 +109,10 @@ const (
 	ReasonSignature       Reason = "bad_signature"
 	ReasonNetwork         Reason = "wrong_network"
 	ReasonDecode          Reason = "decode_failed"
+	// ReasonDataMismatch means data and data_bytes are both set but describe
+	// different messages: the hash vouches only for data_bytes, so storing
+	// data would store something nobody signed.
+	ReasonDataMismatch Reason = "data_mismatch"
 )
 
 // Error is a validation failure with a machine-readable reason.
@@ -113,32 +141,69 @@ func reject(r Reason, format string, args ...any) error {
 	return &Error{Reason: r, Detail: fmt.Sprintf(format, args...)}
 }
 
+// Decode parses the wire encoding of a Message. A failure is an *Error with
+// ReasonDecode, so undecodable input dead-letters like any other rejection.
+func Decode(b []byte) (*pb.Message, error) {
+	m := new(pb.Message)
+	if err := proto.Unmarshal(b, m); err != nil {
+		return nil, reject(ReasonDecode, "message: %v", err)
+	}
+	return m, nil
+}
+
 // DataBytes returns the bytes the hash covers: data_bytes as received, or,
-// for a message without them, the deterministic encoding of data. The
-// fallback can differ from the signer's bytes when encoders order oneof
-// fields differently, which is why data_bytes must be preferred.
+// for a message without them, the canonical (prost field order) encoding of
+// data. The fallback reproduces the signer's bytes only when the signer used
+// that encoding and every field is known to this build, which is why
+// data_bytes, when present, always wins; see the package documentation.
 func DataBytes(m *pb.Message) ([]byte, error) {
+	if m == nil {
+		return nil, reject(ReasonNoData, "nil message")
+	}
 	if m.DataBytes != nil {
+		if len(m.DataBytes) == 0 {
+			// Snapchain rejects an empty data_bytes rather than falling back
+			// to data; doing the same keeps us from accepting what the
+			// network would not.
+			return nil, reject(ReasonNoData, "data_bytes is present but empty")
+		}
 		return m.DataBytes, nil
 	}
 	if m.Data == nil {
 		return nil, reject(ReasonNoData, "neither data nor data_bytes is set")
 	}
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m.Data)
-	if err != nil {
-		return nil, reject(ReasonEncode, "%v", err)
+	return canonical(m.Data), nil
+}
+
+// Data returns the MessageData a message describes: data if set, otherwise
+// data_bytes decoded. After Validate has accepted m in CheckHash or CheckFull
+// mode, both agree and are covered by the hash.
+func Data(m *pb.Message) (*pb.MessageData, error) {
+	if m == nil {
+		return nil, reject(ReasonNoData, "nil message")
 	}
-	return b, nil
+	if m.Data != nil {
+		return m.Data, nil
+	}
+	if len(m.DataBytes) == 0 {
+		return nil, reject(ReasonNoData, "neither data nor data_bytes is set")
+	}
+	d := new(pb.MessageData)
+	if err := proto.Unmarshal(m.DataBytes, d); err != nil {
+		return nil, reject(ReasonDecode, "data_bytes: %v", err)
+	}
+	return d, nil
 }
 
 // Validate checks m according to mode. network is the network messages must
 // belong to under CheckFull; FARCASTER_NETWORK_NONE accepts any.
+//
+// Checks run in a fixed order (hash scheme, hash, data consistency, signature
+// scheme, signer, signature, network), so a message with several faults is
+// always rejected with the same reason.
 func Validate(m *pb.Message, mode Mode, network pb.FarcasterNetwork) error {
 	if mode == CheckNone {
 		return nil
-	}
-	if m == nil {
-		return reject(ReasonNoData, "nil message")
 	}
 	data, err := DataBytes(m)
 	if err != nil {
@@ -149,6 +214,10 @@ func Validate(m *pb.Message, mode Mode, network pb.FarcasterNetwork) error {
 	}
 	if !bytes.Equal(Hash(data), m.Hash) {
 		return reject(ReasonHashMismatch, "hash 0x%x does not match data", m.Hash)
+	}
+	d, err := signedData(m, data)
+	if err != nil {
+		return err
 	}
 	if mode < CheckFull {
 		return nil
@@ -162,32 +231,72 @@ func Validate(m *pb.Message, mode Mode, network pb.FarcasterNetwork) error {
 	if !ed25519.Verify(ed25519.PublicKey(m.Signer), m.Hash, m.Signature) {
 		return reject(ReasonSignature, "ed25519 signature does not verify for signer 0x%x", m.Signer)
 	}
-	if network != pb.FarcasterNetwork_FARCASTER_NETWORK_NONE {
-		d := m.Data
-		if d == nil {
-			d = new(pb.MessageData)
-			if err := proto.Unmarshal(data, d); err != nil {
-				return reject(ReasonDecode, "data_bytes: %v", err)
-			}
-		}
-		if d.Network != network {
-			return reject(ReasonNetwork, "message is for %v, want %v", d.Network, network)
-		}
+	if network != pb.FarcasterNetwork_FARCASTER_NETWORK_NONE && d.Network != network {
+		return reject(ReasonNetwork, "message is for %v, want %v", d.Network, network)
 	}
 	return nil
 }
 
-// Sign encodes data, hashes it and signs the hash with key, returning a
-// complete envelope with data_bytes set.
-func Sign(data *pb.MessageData, key ed25519.PrivateKey) (*pb.Message, error) {
-	b, err := proto.Marshal(data)
-	if err != nil {
-		return nil, fmt.Errorf("encode message data: %w", err)
+// signedData returns the MessageData that data (the hashed bytes) encodes,
+// checking that m.Data, if set, is that same message.
+func signedData(m *pb.Message, data []byte) (*pb.MessageData, error) {
+	if m.DataBytes == nil {
+		// data was produced from m.Data, so they agree by construction.
+		return m.Data, nil
 	}
-	return SignBytes(data, b, key), nil
+	if m.Data != nil {
+		// Cheap proofs first: if either encoder reproduces data_bytes from
+		// m.Data, decoding data_bytes would give m.Data back.
+		if b, err := proto.Marshal(m.Data); err == nil && bytes.Equal(b, data) {
+			return m.Data, nil
+		}
+		if bytes.Equal(canonical(m.Data), data) {
+			return m.Data, nil
+		}
+	}
+	d := new(pb.MessageData)
+	if err := proto.Unmarshal(data, d); err != nil {
+		return nil, reject(ReasonDecode, "data_bytes: %v", err)
+	}
+	if m.Data != nil && !sameData(d, m.Data) {
+		return nil, reject(ReasonDataMismatch, "data differs from what data_bytes encode")
+	}
+	return d, nil
 }
 
-// SignBytes builds the envelope for already-encoded data bytes.
+// sameData compares two MessageData by their known fields. Unknown fields
+// are ignored because a relaying node drops the ones it does not know from
+// data while data_bytes keep them; that loses nothing a consumer could read.
+func sameData(a, b *pb.MessageData) bool {
+	return proto.Equal(withoutUnknown(a), withoutUnknown(b))
+}
+
+func withoutUnknown(d *pb.MessageData) *pb.MessageData {
+	b, err := proto.Marshal(d)
+	if err != nil {
+		return d
+	}
+	out := new(pb.MessageData)
+	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(b, out); err != nil {
+		return d
+	}
+	return out
+}
+
+// Sign encodes data canonically, hashes it and signs the hash with key,
+// returning a complete envelope with data_bytes set.
+func Sign(data *pb.MessageData, key ed25519.PrivateKey) (*pb.Message, error) {
+	if data == nil {
+		return nil, errors.New("encode message data: data is nil")
+	}
+	if len(key) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("sign message: private key has %d bytes, want %d", len(key), ed25519.PrivateKeySize)
+	}
+	return SignBytes(data, canonical(data), key), nil
+}
+
+// SignBytes builds the envelope for already-encoded data bytes. key must be
+// a full ed25519 private key; ed25519.NewKeyFromSeed makes one from a seed.
 func SignBytes(data *pb.MessageData, dataBytes []byte, key ed25519.PrivateKey) *pb.Message {
 	h := Hash(dataBytes)
 	return &pb.Message{
