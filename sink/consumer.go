@@ -1,0 +1,582 @@
+package sink
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"hash/fnv"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/waypointhq/waypoint/bus"
+	pb "github.com/waypointhq/waypoint/proto"
+)
+
+// maxWriteAttempts is how often a batch is retried whole while the database
+// answers pings; after that its events are written one by one and those
+// that still fail are dead-lettered, so one bad event cannot stall a
+// partition.
+const maxWriteAttempts = 5
+
+// replica is one member of the group: it owns the partitions rendezvous
+// hashing gives it and writes through its own Writer, one batch at a time.
+type replica struct {
+	s      *Sink
+	id     string
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	w      *Writer
+	slot   chan struct{}
+	log    *slog.Logger
+}
+
+func newReplicaID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// runReplica runs one replica on js until ctx is done.
+func (s *Sink) runReplica(ctx context.Context, js jetstream.JetStream, id string) error {
+	if id == "" {
+		id = newReplicaID()
+	}
+	r := &replica{s: s, id: id, js: js, slot: make(chan struct{}, 1)}
+	r.log = s.log.With("replica", r.id)
+	var kv jetstream.KeyValue
+	err := retry(ctx, r.log, "start replica", func() error {
+		var err error
+		if r.w == nil {
+			opts := append([]WriterOption{WithLogger(r.log)}, s.opts.WriterOptions...)
+			if r.w, err = NewWriter(ctx, s.opts.Pool, opts...); err != nil {
+				return err
+			}
+		}
+		if r.stream == nil {
+			if r.stream, err = js.Stream(ctx, s.opts.Bus.StreamName()); err != nil {
+				return err
+			}
+		}
+		kv, err = js.KeyValue(ctx, s.opts.MemberBucket)
+		return err
+	})
+	if err != nil {
+		return nil //nolint:nilerr // ctx is done: a normal stop
+	}
+	s.replicas.Add(1)
+	defer s.replicas.Add(-1)
+	r.run(ctx, kv)
+	return nil
+}
+
+// retry calls f until it succeeds or ctx is done, backing off up to 5s.
+func retry(ctx context.Context, log *slog.Logger, what string, f func() error) error {
+	delay := 100 * time.Millisecond
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		log.Warn("sink: "+what+" failed, retrying", "err", err, "in", delay)
+		if !sleep(ctx, delay) {
+			return ctx.Err()
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+type worker struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (r *replica) run(ctx context.Context, kv jetstream.KeyValue) {
+	o := r.s.opts
+	key := o.Group + "." + r.id
+	heartbeat := func() {
+		hctx, cancel := context.WithTimeout(ctx, o.MemberTTL/2)
+		defer cancel()
+		if _, err := kv.Put(hctx, key, []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil && ctx.Err() == nil {
+			r.log.Warn("sink: member heartbeat failed", "err", err)
+		}
+	}
+	heartbeat()
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = kv.Delete(dctx, key)
+	}()
+
+	seen := map[string]time.Time{}
+	var updates <-chan jetstream.KeyValueEntry
+	var watcher jetstream.KeyWatcher
+	ready := false
+	watch := func() {
+		w, err := kv.Watch(ctx, o.Group+".*")
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Warn("sink: watch members failed", "err", err)
+			}
+			return
+		}
+		watcher, updates, ready = w, w.Updates(), false
+	}
+	watch()
+	defer func() {
+		if watcher != nil {
+			_ = watcher.Stop()
+		}
+	}()
+
+	workers := map[int]*worker{}
+	stopping := map[int]*worker{}
+	defer func() {
+		for _, w := range workers {
+			w.cancel()
+		}
+		for _, w := range workers {
+			<-w.done
+		}
+		for _, w := range stopping {
+			<-w.done
+		}
+	}()
+
+	tick := time.NewTicker(o.MemberTTL / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-updates:
+			if !ok {
+				updates, watcher = nil, nil
+				continue
+			}
+			if e == nil {
+				ready = true
+				break
+			}
+			id := e.Key()[len(o.Group)+1:]
+			switch e.Operation() {
+			case jetstream.KeyValuePut:
+				at := time.Now()
+				if !ready {
+					at = e.Created()
+				}
+				seen[id] = at
+			default:
+				delete(seen, id)
+			}
+		case <-tick.C:
+			heartbeat()
+			if updates == nil {
+				watch()
+			}
+		}
+		if !ready {
+			continue
+		}
+		live := []string{r.id}
+		now := time.Now()
+		for id, at := range seen {
+			if id != r.id && now.Sub(at) < o.MemberTTL {
+				live = append(live, id)
+			}
+		}
+		for p := range r.s.opts.Bus.Partitions() {
+			mine := owner(live, p) == r.id
+			w, running := workers[p]
+			switch {
+			case mine && (!running || isDone(w)):
+				workers[p] = r.start(ctx, p, stopping[p])
+				delete(stopping, p)
+			case !mine && running:
+				w.cancel()
+				delete(workers, p)
+				stopping[p] = w
+			}
+			if w, ok := stopping[p]; ok && isDone(w) {
+				delete(stopping, p)
+			}
+		}
+	}
+}
+
+func isDone(w *worker) bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// owner returns the member rendezvous hashing assigns partition p.
+func owner(members []string, p int) string {
+	var best string
+	var bestScore uint64
+	for _, m := range members {
+		h := fnv.New64a()
+		h.Write([]byte(m))
+		h.Write([]byte{':'})
+		h.Write(strconv.AppendInt(nil, int64(p), 10))
+		// fnv's last bytes barely mix into its high bits; a finaliser
+		// spreads the partitions evenly among members.
+		score := mix64(h.Sum64())
+		if best == "" || score > bestScore || (score == bestScore && m < best) {
+			best, bestScore = m, score
+		}
+	}
+	return best
+}
+
+func mix64(x uint64) uint64 {
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
+}
+
+// start runs a worker for partition p once prev, the replica's previous
+// worker for p still finishing its batch, has stopped.
+func (r *replica) start(ctx context.Context, p int, prev *worker) *worker {
+	wctx, cancel := context.WithCancel(ctx)
+	w := &worker{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		if prev != nil {
+			select {
+			case <-prev.done:
+			case <-wctx.Done():
+				return
+			}
+		}
+		r.s.held.Add(1)
+		defer r.s.held.Add(-1)
+		r.consume(wctx, p)
+	}()
+	return w
+}
+
+// batch holds one partition's reusable buffers.
+type batch struct {
+	msgs    []jetstream.Msg
+	seqs    []uint64
+	keys    []string
+	seen    []bool
+	events  []*pb.HubEvent
+	evKeys  []string
+	poisons []poison
+}
+
+func (r *replica) consume(ctx context.Context, p int) {
+	o := r.s.opts
+	name := bus.ConsumerName(o.Group, p)
+	var cons jetstream.Consumer
+	if retry(ctx, r.log, "open consumer "+name, func() error {
+		var err error
+		cons, err = r.js.Consumer(ctx, o.Bus.StreamName(), name)
+		return err
+	}) != nil {
+		return
+	}
+	log := r.log.With("partition", p)
+	pulled := false
+	defer func() {
+		if !pulled {
+			return
+		}
+		// Hand the partition on at once instead of after PinnedTTL.
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if err := r.stream.UnpinConsumer(uctx, name, o.Group); err != nil {
+			log.Debug("sink: unpin failed", "err", err)
+		}
+	}()
+	b := &batch{}
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		fopts := []jetstream.FetchOpt{jetstream.FetchMaxWait(o.BatchTimeout), jetstream.FetchPriorityGroup(o.Group)}
+		n := o.BatchSize
+		if backoff < 0 {
+			// The next message alone exceeds MaxBatchBytes.
+			n, backoff = 1, 50*time.Millisecond
+		} else {
+			fopts = append(fopts, jetstream.FetchMaxBytes(o.MaxBatchBytes))
+		}
+		mb, err := cons.Fetch(n, fopts...)
+		if err != nil {
+			log.Debug("sink: fetch failed", "err", err)
+			sleep(ctx, backoff)
+			backoff = min(2*backoff, 2*time.Second)
+			continue
+		}
+		b.msgs = b.msgs[:0]
+		for m := range mb.Messages() {
+			b.msgs = append(b.msgs, m)
+		}
+		if len(b.msgs) == 0 {
+			switch err := mb.Error(); {
+			case errors.Is(err, jetstream.ErrMaxBytesExceeded):
+				backoff = -1
+			case err != nil && !errors.Is(err, jetstream.ErrPinIDMismatch):
+				log.Debug("sink: fetch failed", "err", err)
+				sleep(ctx, backoff)
+				backoff = min(2*backoff, 2*time.Second)
+			}
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		pulled = true
+		r.process(ctx, p, b)
+		clear(b.msgs)
+		clear(b.events)
+	}
+}
+
+// process stores one batch and acknowledges it, or abandons it
+// unacknowledged when ctx is done and ShutdownTimeout has passed.
+func (r *replica) process(ctx context.Context, p int, b *batch) {
+	o := r.s.opts
+	log := r.log.With("partition", p)
+	wctx, cancelWrite := context.WithCancel(context.WithoutCancel(ctx))
+	finished := make(chan struct{})
+	var bg sync.WaitGroup
+	defer func() {
+		close(finished)
+		cancelWrite()
+		bg.Wait()
+	}()
+	bg.Go(func() {
+		select {
+		case <-finished:
+			return
+		case <-ctx.Done():
+		}
+		t := time.NewTimer(o.ShutdownTimeout)
+		defer t.Stop()
+		select {
+		case <-finished:
+		case <-t.C:
+			cancelWrite()
+		}
+	})
+	bg.Go(func() {
+		t := time.NewTicker(o.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-finished:
+				return
+			case <-t.C:
+				for _, m := range b.msgs {
+					_ = m.InProgress()
+				}
+			}
+		}
+	})
+
+	n := len(b.msgs)
+	b.seqs = slices.Grow(b.seqs[:0], n)[:n]
+	b.keys = slices.Grow(b.keys[:0], n)[:n]
+	b.seen = slices.Grow(b.seen[:0], n)[:n]
+	b.events, b.evKeys, b.poisons = b.events[:0], b.evKeys[:0], b.poisons[:0]
+	for i, m := range b.msgs {
+		b.seqs[i] = 0
+		if md, err := m.Metadata(); err == nil {
+			b.seqs[i] = md.Sequence.Stream
+		}
+		b.keys[i] = ""
+		if r.s.dedup != nil {
+			h := m.Headers()
+			if typ, hs := h.Get(bus.HeaderEventType), h.Values(bus.HeaderHash); typ != "" && len(hs) > 0 && hs[0] != "" {
+				b.keys[i] = r.s.dedup.key(typ, hs[0])
+			}
+		}
+	}
+	r.s.dedup.seenOrNone(wctx, b.keys, b.seen)
+	dups := 0
+	for i, m := range b.msgs {
+		if b.seen[i] {
+			dups++
+			continue
+		}
+		ev := &pb.HubEvent{}
+		if err := proto.Unmarshal(m.Data(), ev); err != nil {
+			b.poisons = append(b.poisons, newPoison(m, b.seqs[i], ReasonUndecodable, err.Error(), nil))
+			continue
+		}
+		if reason, detail, hash := validateEvent(ev, o.Validate, o.Network); reason != "" {
+			b.poisons = append(b.poisons, newPoison(m, b.seqs[i], reason, detail, hash))
+			continue
+		}
+		b.events = append(b.events, ev)
+		b.evKeys = append(b.evKeys, b.keys[i])
+	}
+
+	res, ok := r.write(ctx, wctx, log, b)
+	if !ok {
+		log.Warn("sink: abandoning batch unacknowledged", "messages", n)
+		return
+	}
+	r.s.dedup.commitOrNone(wctx, b.evKeys)
+	for i := range b.poisons {
+		if err := publishDeadLetter(wctx, r.js, &b.poisons[i]); err != nil {
+			log.Error("sink: dead-letter stream publish failed (the dead_letters row is stored)", "err", err)
+		}
+	}
+	if o.OnBatch != nil {
+		o.OnBatch(BatchInfo{Replica: r.id, Partition: p, Seqs: slices.Clone(b.seqs),
+			Written: len(b.events), Duplicates: dups, DeadLetters: len(b.poisons)})
+	}
+	for _, m := range b.msgs {
+		_ = m.Ack()
+	}
+	r.s.batches.Add(1)
+	r.s.messages.Add(int64(n))
+	r.s.written.Add(int64(len(b.events)))
+	r.s.dead.Add(int64(len(b.poisons)))
+	r.s.writerDead.Add(int64(res.DeadLetters))
+}
+
+func newPoison(m jetstream.Msg, seq uint64, reason, detail string, hash []byte) poison {
+	p := poison{reason: reason, detail: detail, hash: hash, msg: m, seq: seq}
+	h := m.Headers()
+	if v, err := strconv.ParseInt(h.Get(bus.HeaderShard), 10, 32); err == nil {
+		s := int32(v)
+		p.shard = &s
+	}
+	if v, err := strconv.ParseUint(h.Get(bus.HeaderEventID), 10, 63); err == nil {
+		id := int64(v)
+		p.eventID = &id
+	}
+	return p
+}
+
+// write stores the batch's poison messages and events, retrying with
+// backoff while the database is unavailable. It returns false when wctx
+// ended first.
+func (r *replica) write(ctx, wctx context.Context, log *slog.Logger, b *batch) (WriteResult, bool) {
+	var res WriteResult
+	delay := 100 * time.Millisecond
+	deadDone := false
+	for attempt := 1; ; attempt++ {
+		err := r.writeOnce(wctx, b, &deadDone, &res)
+		if err == nil {
+			return res, true
+		}
+		if wctx.Err() != nil {
+			return res, false
+		}
+		r.s.retries.Add(1)
+		if attempt >= maxWriteAttempts && r.s.opts.Pool.Ping(wctx) == nil {
+			log.Error("sink: batch keeps failing on a healthy database, writing its events one by one", "err", err)
+			if r.writeSingly(wctx, b, &res) == nil {
+				return res, true
+			}
+		}
+		log.Warn("sink: write failed, retrying", "attempt", attempt, "err", err, "in", delay)
+		if !sleep(wctx, delay) {
+			return res, false
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+func (r *replica) writeOnce(ctx context.Context, b *batch, deadDone *bool, res *WriteResult) error {
+	select {
+	case r.slot <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-r.slot }()
+	if !*deadDone {
+		if err := insertDeadLetters(ctx, r.s.opts.Pool, b.poisons); err != nil {
+			return err
+		}
+		*deadDone = true
+	}
+	wr, err := r.w.Write(ctx, b.events)
+	if err != nil {
+		return err
+	}
+	*res = wr
+	return nil
+}
+
+// writeSingly writes b's events one at a time and dead-letters those that
+// fail while the database is healthy.
+func (r *replica) writeSingly(ctx context.Context, b *batch, res *WriteResult) error {
+	kept := b.events[:0]
+	keys := b.evKeys[:0]
+	var bad []poison
+	for i, ev := range b.events {
+		wr, err := r.w.Write(ctx, []*pb.HubEvent{ev})
+		if err == nil {
+			res.DeadLetters += wr.DeadLetters
+			kept = append(kept, ev)
+			keys = append(keys, b.evKeys[i])
+			continue
+		}
+		if perr := r.s.opts.Pool.Ping(ctx); perr != nil {
+			return err
+		}
+		raw, _ := proto.Marshal(ev)
+		p := poison{reason: "store_failed", detail: err.Error(), msg: rawMsg{data: raw}}
+		s, id := int32(ev.ShardIndex), int64(ev.Id)
+		p.shard, p.eventID = &s, &id
+		bad = append(bad, p)
+	}
+	if err := insertDeadLetters(ctx, r.s.opts.Pool, bad); err != nil {
+		return err
+	}
+	b.events, b.evKeys = kept, keys
+	return nil
+}
+
+// rawMsg stands in for a bus message when a dead letter is made from a
+// decoded event; only its data is used.
+type rawMsg struct {
+	jetstream.Msg
+	data []byte
+}
+
+func (m rawMsg) Data() []byte { return m.data }
+
+func (d *dedupe) seenOrNone(ctx context.Context, keys []string, seen []bool) {
+	if d == nil {
+		clear(seen)
+		return
+	}
+	d.seen(ctx, keys, seen)
+}
+
+func (d *dedupe) commitOrNone(ctx context.Context, keys []string) {
+	if d != nil {
+		d.commit(ctx, keys)
+	}
+}

@@ -1,0 +1,273 @@
+package sink
+
+// Consumer groups
+//
+// Run drains the events stream into Postgres with any number of replicas,
+// in one process or many, keeping each FID's events in stream order.
+//
+// Every partition has one durable pull consumer per group
+// ("<group>-p<partition>", bus.GroupConsumer) with a pinned-client priority
+// group: the server delivers a partition's messages to one pulling client
+// at a time (the pinned one) and moves the pin only after that client sent
+// no pull request for PinnedTTL or was unpinned explicitly. The consumer's
+// MaxAckPending equals BatchSize and a replica holds at most one batch per
+// partition, so while a batch is unacknowledged nobody, pinned or not, is
+// given later messages of that partition: after a replica dies, its batch
+// is redelivered (after AckWait) before anything newer. Both together make
+// processing per partition exclusive and in order, even while replicas
+// disagree about who owns what.
+//
+// Which replica pulls which partition is decided without coordination:
+// every replica heartbeats into the key-value bucket
+// waypoint_sink_members (key "<group>.<replica id>", entries expire after
+// MemberTTL), watches it, and takes the partitions that rendezvous hashing
+// of (replica id, partition) assigns it among the live members. A joining
+// replica takes over about 1/N of the partitions, a leaving one hands its
+// partitions on: on a graceful stop a replica finishes (or abandons,
+// unacknowledged, after ShutdownTimeout) its current batch, acknowledges
+// it, deletes its member key and unpins its consumers, so the new owners
+// start at once.
+//
+// Failover time. Graceful leave: one batch plus a round trip. A replica
+// that dies or stalls: its member key expires after MemberTTL (default 6s),
+// the new owner's pulls are served once the pin expires, PinnedTTL
+// (default 5s) after the last pull, and the unacknowledged batch comes
+// back after AckWait (default 10s) from its delivery; so a partition
+// resumes within max(MemberTTL, PinnedTTL, AckWait) ≈ 10s with the
+// defaults. Long writes do not trigger redelivery: the held batch is
+// marked in progress every AckWait/3.
+//
+// Each batch: pull up to BatchSize messages (or MaxBatchBytes), waiting
+// at most BatchTimeout; skip those the Redis dedupe cache says are stored;
+// decode and validate the rest (failures go to dead_letters and the
+// dead-letter stream); write them in one transaction; record them in the
+// cache; acknowledge every message of the batch. If Postgres fails, the
+// write is retried with backoff while the batch stays in progress and
+// nothing more is pulled.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/waypointhq/waypoint/bus"
+	"github.com/waypointhq/waypoint/message"
+	pb "github.com/waypointhq/waypoint/proto"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultGroup           = "sink"
+	DefaultBatchSize       = 1000
+	DefaultBatchTimeout    = 100 * time.Millisecond
+	DefaultMaxBatchBytes   = 32 << 20
+	DefaultAckWait         = 10 * time.Second
+	DefaultPinnedTTL       = 5 * time.Second
+	DefaultMemberTTL       = 6 * time.Second
+	DefaultShutdownTimeout = 10 * time.Second
+	DefaultMemberBucket    = "waypoint_sink_members"
+)
+
+// Options configures Run. Zero values take the defaults above.
+type Options struct {
+	Bus  *bus.Bus
+	Pool *pgxpool.Pool
+	// Redis holds the dedupe cache; nil turns deduplication off (the
+	// writer is idempotent, so this only costs redundant writes).
+	Redis        *redis.Client
+	DedupeTTL    time.Duration
+	DedupePrefix string
+
+	// Replicas is the number of replicas this process runs; each has its
+	// own Writer and writes one batch at a time.
+	Replicas      int
+	BatchSize     int
+	BatchTimeout  time.Duration
+	MaxBatchBytes int
+
+	Validate message.Mode
+	Network  pb.FarcasterNetwork
+
+	WriterOptions []WriterOption
+	Logger        *slog.Logger
+	// Group names the consumer group; processes with the same group share
+	// the partitions.
+	Group string
+
+	AckWait         time.Duration
+	PinnedTTL       time.Duration
+	MemberTTL       time.Duration
+	ShutdownTimeout time.Duration
+	// DeadLetterStream is the JetStream stream poison messages are
+	// republished to (bus.DefaultDeadLetterStream).
+	DeadLetterStream string
+	MemberBucket     string
+
+	// OnBatch, when set, is called after each batch committed and before
+	// it is acknowledged, from the goroutine that processed it.
+	OnBatch func(BatchInfo)
+}
+
+// BatchInfo describes one committed batch.
+type BatchInfo struct {
+	Replica   string
+	Partition int
+	// Seqs are the stream sequences of the batch's messages, in order.
+	Seqs []uint64
+	// Written, Duplicates and DeadLetters count its messages by fate.
+	Written, Duplicates, DeadLetters int
+}
+
+// Stats is a snapshot of a Sink's counters since it was created.
+type Stats struct {
+	Batches        int64
+	Messages       int64 // acknowledged
+	Written        int64 // events given to the writer
+	DeadLetters    int64 // poison messages dead-lettered by the consumer
+	WriterDead     int64 // records the writer dead-lettered
+	WriteRetries   int64
+	DedupeHits     int64
+	DedupeMisses   int64
+	DedupeErrors   int64
+	Replicas       int64 // live replicas in this process
+	PartitionsHeld int64 // partitions currently consumed by them
+}
+
+// Sink runs the replicas of one consumer group.
+type Sink struct {
+	opts  Options
+	log   *slog.Logger
+	dedup *dedupe
+
+	batches, messages, written, dead, writerDead, retries atomic.Int64
+	replicas, held                                        atomic.Int64
+}
+
+// Run creates a Sink and runs it until ctx is done.
+func Run(ctx context.Context, opts Options) error {
+	s, err := New(ctx, opts)
+	if err != nil {
+		return err
+	}
+	return s.Run(ctx)
+}
+
+// New checks opts and creates the group's consumers, the dead-letter
+// stream and the member bucket.
+func New(ctx context.Context, opts Options) (*Sink, error) {
+	if opts.Bus == nil || opts.Pool == nil {
+		return nil, errors.New("sink: options need a bus and a pool")
+	}
+	if opts.Group == "" {
+		opts.Group = DefaultGroup
+	}
+	if opts.Replicas <= 0 {
+		opts.Replicas = 1
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = DefaultBatchSize
+	}
+	if opts.BatchTimeout <= 0 {
+		opts.BatchTimeout = DefaultBatchTimeout
+	}
+	if opts.MaxBatchBytes <= 0 {
+		opts.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if opts.AckWait <= 0 {
+		opts.AckWait = DefaultAckWait
+	}
+	if opts.PinnedTTL <= 0 {
+		opts.PinnedTTL = DefaultPinnedTTL
+	}
+	if opts.MemberTTL <= 0 {
+		opts.MemberTTL = DefaultMemberTTL
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if opts.DeadLetterStream == "" {
+		opts.DeadLetterStream = bus.DefaultDeadLetterStream
+	}
+	if opts.MemberBucket == "" {
+		opts.MemberBucket = DefaultMemberBucket
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if !validKeyToken(opts.Group) {
+		return nil, fmt.Errorf("sink: group %q may hold only letters, digits, '-' and '_'", opts.Group)
+	}
+	s := &Sink{opts: opts, log: opts.Logger.With("component", "sink", "group", opts.Group)}
+	s.dedup = newDedupe(opts.Redis, opts.DedupePrefix, opts.DedupeTTL)
+	for p := 0; p < opts.Bus.Partitions(); p++ {
+		_, err := opts.Bus.GroupConsumer(ctx, opts.Group, p, bus.ConsumerOptions{
+			AckWait:       opts.AckWait,
+			MaxAckPending: opts.BatchSize,
+		}, opts.PinnedTTL)
+		if err != nil {
+			return nil, fmt.Errorf("sink: %w", err)
+		}
+	}
+	if _, err := opts.Bus.DeadLetterStream(ctx, opts.DeadLetterStream); err != nil {
+		return nil, fmt.Errorf("sink: %w", err)
+	}
+	if _, err := opts.Bus.MemberBucket(ctx, opts.MemberBucket, opts.MemberTTL); err != nil {
+		return nil, fmt.Errorf("sink: %w", err)
+	}
+	return s, nil
+}
+
+// Run runs opts.Replicas replicas until ctx is done, then stops them
+// within about ShutdownTimeout.
+func (s *Sink) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make([]error, s.opts.Replicas)
+	for i := range s.opts.Replicas {
+		wg.Go(func() {
+			errs[i] = s.runReplica(ctx, s.opts.Bus.JetStream(), "")
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Sink) Stats() Stats {
+	st := Stats{
+		Batches:        s.batches.Load(),
+		Messages:       s.messages.Load(),
+		Written:        s.written.Load(),
+		DeadLetters:    s.dead.Load(),
+		WriterDead:     s.writerDead.Load(),
+		WriteRetries:   s.retries.Load(),
+		Replicas:       s.replicas.Load(),
+		PartitionsHeld: s.held.Load(),
+	}
+	if s.dedup != nil {
+		st.DedupeHits = s.dedup.hits.Load()
+		st.DedupeMisses = s.dedup.misses.Load()
+		st.DedupeErrors = s.dedup.errors.Load()
+	}
+	return st
+}
+
+func validKeyToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}
