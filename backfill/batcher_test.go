@@ -1,0 +1,119 @@
+package backfill
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	pb "github.com/waypointhq/waypoint/proto"
+)
+
+func events(n int) []*pb.HubEvent {
+	out := make([]*pb.HubEvent, n)
+	for i := range out {
+		out[i] = &pb.HubEvent{Type: pb.HubEventType_HUB_EVENT_TYPE_MERGE_MESSAGE}
+	}
+	return out
+}
+
+type recordingWriter struct {
+	mu     sync.Mutex
+	sizes  []int
+	err    error
+	block  chan struct{}
+	called chan struct{}
+}
+
+func (r *recordingWriter) Write(ctx context.Context, ev []*pb.HubEvent) error {
+	if r.called != nil {
+		r.called <- struct{}{}
+	}
+	if r.block != nil {
+		<-r.block
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sizes = append(r.sizes, len(ev))
+	return r.err
+}
+
+func TestBatcherCombinesPages(t *testing.T) {
+	rw := &recordingWriter{}
+	b := newBatcher(rw, 100, 50*time.Millisecond, time.Minute, 2)
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := b.Write(context.Background(), events(3)); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for _, n := range rw.sizes {
+		total += n
+	}
+	if total != 30 || len(rw.sizes) >= 10 {
+		t.Fatalf("writes %v: want 30 events in fewer than 10 writes", rw.sizes)
+	}
+}
+
+func TestBatcherFlushesFullBatchAtOnce(t *testing.T) {
+	rw := &recordingWriter{}
+	b := newBatcher(rw, 10, time.Hour, time.Minute, 1)
+	done := make(chan error)
+	go func() { done <- b.Write(context.Background(), events(4)) }()
+	time.Sleep(20 * time.Millisecond)
+	start := time.Now()
+	if err := b.Write(context.Background(), events(6)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(start) > 5*time.Second || len(rw.sizes) != 1 || rw.sizes[0] != 10 {
+		t.Fatalf("writes %v after %v: want one write of 10 without waiting for the linger", rw.sizes, time.Since(start))
+	}
+}
+
+func TestBatcherErrorReachesEveryContributor(t *testing.T) {
+	boom := errors.New("commit failed")
+	rw := &recordingWriter{err: boom}
+	b := newBatcher(rw, 1000, 30*time.Millisecond, time.Minute, 1)
+	var wg sync.WaitGroup
+	errs := make(chan error, 5)
+	for range 5 {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- b.Write(context.Background(), events(1)) }()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if !errors.Is(err, boom) {
+			t.Fatalf("contributor got %v, want the write's error", err)
+		}
+	}
+}
+
+func TestBatcherCancelledContributorDoesNotAbortOthers(t *testing.T) {
+	rw := &recordingWriter{block: make(chan struct{}), called: make(chan struct{}, 1)}
+	b := newBatcher(rw, 1000, 10*time.Millisecond, time.Minute, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	gone := make(chan error)
+	stay := make(chan error)
+	go func() { gone <- b.Write(ctx, events(1)) }()
+	go func() { stay <- b.Write(context.Background(), events(1)) }()
+	<-rw.called
+	cancel()
+	if err := <-gone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled contributor got %v", err)
+	}
+	close(rw.block)
+	if err := <-stay; err != nil {
+		t.Fatalf("the other contributor got %v", err)
+	}
+}

@@ -1,0 +1,295 @@
+package backfill_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/waypointhq/waypoint/backfill"
+	"github.com/waypointhq/waypoint/devnet"
+	"github.com/waypointhq/waypoint/hub"
+	"github.com/waypointhq/waypoint/internal/testsupport"
+	"github.com/waypointhq/waypoint/message"
+	"github.com/waypointhq/waypoint/migrations"
+	pb "github.com/waypointhq/waypoint/proto"
+	"github.com/waypointhq/waypoint/sink"
+)
+
+// pipeline is a simulator, a migrated database with the sink's writer on
+// it, and a queue: everything `enqueue` plus `worker` run against.
+type pipeline struct {
+	sim    *devnet.Sim
+	hub    *hub.Client
+	pool   *pgxpool.Pool
+	writer backfill.Writer
+	queue  *backfill.Queue
+	redis  *testsupport.Redis
+	truth  *devnet.State
+}
+
+func newPipeline(t testing.TB, opts devnet.Options) *pipeline {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	// The live workload stops right after the preload, so the ground truth
+	// holds still while the backfill runs.
+	opts.Duration = time.Nanosecond
+	sim, addr := testsupport.StartDevnet(t, opts)
+	hc, err := hub.Dial(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hc.Close() })
+	pool, err := pgxpool.New(ctx, testsupport.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := migrations.Up(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	sw, err := sink.NewWriter(ctx, pool, sink.WithLogger(quiet()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := testsupport.NewRedis(t)
+	p := &pipeline{
+		sim: sim, hub: hc, pool: pool,
+		writer: backfill.WriterFunc(func(ctx context.Context, ev []*pb.HubEvent) error {
+			_, err := sw.Write(ctx, ev)
+			return err
+		}),
+		queue: backfill.NewQueue(r.Client, backfill.WithPrefix(r.Prefix)),
+		redis: r,
+	}
+	p.truth = settledState(t, sim)
+	return p
+}
+
+// settledState waits until the simulator stops producing and returns its
+// state.
+func settledState(t testing.TB, sim *devnet.Sim) *devnet.State {
+	t.Helper()
+	prev := -1
+	for range 100 {
+		h := 0
+		for s := uint32(1); s <= sim.Shards(); s++ {
+			h += int(sim.Height(s))
+		}
+		if h == prev {
+			return sim.State()
+		}
+		prev = h
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("the simulator never settled")
+	return nil
+}
+
+func (p *pipeline) run(t testing.TB, workers, concurrency int, deadLetters *[]backfill.DeadLetter) []*backfill.Worker {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	ws := make([]*backfill.Worker, workers)
+	var wg sync.WaitGroup
+	for i := range ws {
+		ws[i] = backfill.NewWorker(p.queue, p.hub.Raw(), p.writer, backfill.WorkerOptions{
+			Concurrency: concurrency, Validation: message.CheckFull, Network: p.sim.Network(),
+			MaxRate: 1e6, InitialRate: 1e6, Logger: quiet(),
+			DeadLetter: func(_ context.Context, d backfill.DeadLetter) {
+				mu.Lock()
+				defer mu.Unlock()
+				if deadLetters != nil {
+					*deadLetters = append(*deadLetters, d)
+				}
+			},
+		})
+		wg.Add(1)
+		go func() { defer wg.Done(); ws[i].Run(ctx) }()
+	}
+	deadline := time.Now().Add(4 * time.Minute)
+	for {
+		st, err := p.queue.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Queued.Jobs+st.Retrying.Jobs+st.InProgress.Jobs == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backfill did not finish: %v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	return ws
+}
+
+// liveInPostgres returns, per fid, the sorted live keys of a store in the
+// same notation as devnet.State.Hashes.
+func liveInPostgres(t testing.TB, pool *pgxpool.Pool, store devnet.Store, maxFID int) map[uint64][]string {
+	t.Helper()
+	var q string
+	switch store {
+	case devnet.StoreUsernameProofs:
+		q = `SELECT fid, username FROM username_proofs WHERE deleted_at IS NULL`
+	case devnet.StoreOnChainEvents:
+		// On-chain events are never deleted.
+		q = `SELECT fid, type::text || ':0x' || encode(tx_hash, 'hex') || ':' || log_index::text FROM onchain_events WHERE true`
+	case devnet.StoreLinkCompactState:
+		q = `SELECT fid, '0x' || encode(hash, 'hex') FROM link_compact_states WHERE deleted_at IS NULL`
+	default:
+		q = fmt.Sprintf(`SELECT fid, '0x' || encode(hash, 'hex') FROM %s WHERE deleted_at IS NULL`, store)
+	}
+	rows, err := pool.Query(context.Background(), q+` AND fid BETWEEN 1 AND $1`, maxFID)
+	if err != nil {
+		t.Fatalf("read %s: %v", store, err)
+	}
+	defer rows.Close()
+	out := map[uint64][]string{}
+	for rows.Next() {
+		var fid int64
+		var key string
+		if err := rows.Scan(&fid, &key); err != nil {
+			t.Fatal(err)
+		}
+		out[uint64(fid)] = append(out[uint64(fid)], key)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range out {
+		sort.Strings(v)
+	}
+	return out
+}
+
+var comparedStores = []devnet.Store{
+	devnet.StoreCasts, devnet.StoreReactions, devnet.StoreLinks, devnet.StoreVerifications, devnet.StoreUserData,
+	devnet.StoreLendStorage, devnet.StoreLinkCompactState, devnet.StoreUsernameProofs, devnet.StoreOnChainEvents,
+}
+
+func assertMatchesTruth(t testing.TB, p *pipeline, maxFID int) {
+	t.Helper()
+	for _, store := range comparedStores {
+		want := p.truth.Hashes(store)
+		got := liveInPostgres(t, p.pool, store, maxFID)
+		total := 0
+		for fid := uint64(1); fid <= uint64(maxFID); fid++ {
+			total += len(want[fid])
+			if !slices.Equal(got[fid], want[fid]) {
+				t.Errorf("%s of fid %d: postgres has %d live, simulator %d\n got  %v\n want %v", store, fid, len(got[fid]), len(want[fid]), got[fid], want[fid])
+			}
+		}
+		t.Logf("%s: %d live items compared", store, total)
+		if total == 0 && store != devnet.StoreLinkCompactState && store != devnet.StoreLendStorage {
+			t.Errorf("%s: the simulator has no data for fids 1..%d, the comparison proves nothing", store, maxFID)
+		}
+	}
+}
+
+func TestBackfillMatchesSimulator(t *testing.T) {
+	const fids = 40
+	p := newPipeline(t, devnet.Options{Seed: 11, FIDs: fids + 10, Preload: 6000})
+	res, err := p.queue.Enqueue(context.Background(), backfill.FIDRange(1, fids), backfill.EnqueueRequest{BatchSize: 7})
+	if err != nil || res.FIDs != fids {
+		t.Fatalf("enqueue --max-fid %d = %+v, %v", fids, res, err)
+	}
+	var dead []backfill.DeadLetter
+	p.run(t, 2, 16, &dead)
+	if len(dead) > 0 {
+		t.Fatalf("%d dead letters, first: %+v", len(dead), dead[0])
+	}
+	st, _ := p.queue.Status(context.Background())
+	if st.Done.FIDs != fids || st.Failed.Jobs != 0 {
+		t.Fatalf("status = %v", st)
+	}
+	assertMatchesTruth(t, p, fids)
+
+	// FIDs beyond --max-fid were left alone.
+	var other int
+	if err := p.pool.QueryRow(context.Background(), `SELECT count(*) FROM casts WHERE fid > $1`, fids).Scan(&other); err != nil {
+		t.Fatal(err)
+	}
+	if other != 0 {
+		t.Fatalf("%d casts of fids above %d were written", other, fids)
+	}
+
+	// Reconciliation against the same hub finds nothing to repair.
+	w := backfill.NewWorker(nil, p.hub.Raw(), p.writer, backfill.WorkerOptions{Store: backfill.NewPostgresStore(p.pool), Logger: quiet()})
+	for fid := uint64(1); fid <= fids; fid++ {
+		r, err := w.Reconcile(context.Background(), fid)
+		if err != nil || r != (backfill.ReconcileResult{}) {
+			t.Fatalf("reconcile fid %d after backfill = %+v, %v", fid, r, err)
+		}
+	}
+}
+
+func TestReconcileRepairsDriftAgainstSimulator(t *testing.T) {
+	const fids = 10
+	p := newPipeline(t, devnet.Options{Seed: 5, FIDs: fids, Preload: 1500})
+	if _, err := p.queue.Enqueue(context.Background(), backfill.FIDRange(1, fids), backfill.EnqueueRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	p.run(t, 1, 10, nil)
+	ctx := context.Background()
+	// Drift: live rows lost (deleted here, live on the hub) and rows that
+	// should be gone (a copy of a live link row under a hash the hub never
+	// had).
+	lost, err := p.pool.Exec(ctx, `DELETE FROM casts WHERE fid = 3 AND deleted_at IS NULL AND hash IN (SELECT hash FROM casts WHERE fid = 3 AND deleted_at IS NULL LIMIT 2)`)
+	if err != nil || lost.RowsAffected() == 0 {
+		t.Fatalf("drop casts: %v (%d rows)", err, lost.RowsAffected())
+	}
+	ghost := []byte("ghost-hash-000000000")
+	if _, err := p.pool.Exec(ctx, `INSERT INTO reactions (hash, fid, type, target_url, "timestamp") VALUES ($1, 4, 1, 'https://ghost.example', now())`, ghost); err != nil {
+		t.Fatal(err)
+	}
+	q := backfill.NewQueue(p.redis.Client, backfill.WithPrefix(p.redis.Prefix+"reconcile:"))
+	if _, err := q.Enqueue(ctx, backfill.FIDRange(1, fids), backfill.EnqueueRequest{Kind: backfill.KindReconcile}); err != nil {
+		t.Fatal(err)
+	}
+	p.queue = q
+	ws := p.runReconcile(t)
+	if s := ws.Stats(); s.Deleted != 1 || s.Messages != lost.RowsAffected() {
+		t.Fatalf("reconcile stats = %+v, want 1 deleted and %d written", s, lost.RowsAffected())
+	}
+	assertMatchesTruth(t, p, fids)
+	var del bool
+	if err := p.pool.QueryRow(ctx, `SELECT deleted_at IS NOT NULL FROM reactions WHERE hash = $1`, ghost).Scan(&del); err != nil || !del {
+		t.Fatalf("ghost reaction deleted = %v, %v", del, err)
+	}
+}
+
+func (p *pipeline) runReconcile(t testing.TB) *backfill.Worker {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := backfill.NewWorker(p.queue, p.hub.Raw(), p.writer, backfill.WorkerOptions{
+		Store: backfill.NewPostgresStore(p.pool), Validation: message.CheckFull, Network: p.sim.Network(), Logger: quiet()})
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
+	for {
+		st, err := p.queue.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Queued.Jobs+st.Retrying.Jobs+st.InProgress.Jobs == 0 {
+			if st.Failed.Jobs != 0 {
+				failed, _ := p.queue.Failed(ctx, 1)
+				t.Fatalf("reconcile jobs failed: %+v", failed)
+			}
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	return w
+}

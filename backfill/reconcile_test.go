@@ -1,0 +1,290 @@
+package backfill
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/grpc/codes"
+
+	"github.com/waypointhq/waypoint/internal/testsupport"
+	"github.com/waypointhq/waypoint/message"
+	"github.com/waypointhq/waypoint/migrations"
+	pb "github.com/waypointhq/waypoint/proto"
+)
+
+func migratedPool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(ctxT(t), testsupport.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := migrations.Up(ctxT(t), pool); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return pool
+}
+
+// sqlWriter stores cast and link adds the way the sink's tables hold them
+// (links: one row per key, the newest message wins), enough for
+// reconciliation to have something real to compare against.
+type sqlWriter struct{ pool *pgxpool.Pool }
+
+func (w sqlWriter) Write(ctx context.Context, events []*pb.HubEvent) error {
+	for _, e := range events {
+		m := e.GetMergeMessageBody().GetMessage()
+		if err := w.put(ctx, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w sqlWriter) put(ctx context.Context, m *pb.Message) error {
+	d := m.GetData()
+	ts := message.Time(d.GetTimestamp())
+	var err error
+	switch d.GetType() {
+	case pb.MessageType_MESSAGE_TYPE_CAST_ADD:
+		_, err = w.pool.Exec(ctx, `INSERT INTO casts (hash, fid, "timestamp", text) VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING`,
+			m.Hash, int64(d.Fid), ts, d.GetCastAddBody().GetText())
+	case pb.MessageType_MESSAGE_TYPE_LINK_ADD:
+		_, err = w.pool.Exec(ctx, `
+INSERT INTO links AS l (hash, fid, target_fid, type, "timestamp") VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (fid, target_fid, type) DO UPDATE SET hash = excluded.hash, "timestamp" = excluded."timestamp", deleted_at = NULL, is_remove = false
+WHERE excluded."timestamp" > l."timestamp"`,
+			m.Hash, int64(d.Fid), int64(d.GetLinkBody().GetTargetFid()), d.GetLinkBody().GetType(), ts)
+	}
+	return err
+}
+
+// unfollow applies a LINK_REMOVE as the sink would: the key's row becomes
+// the remove, deleted.
+func (w sqlWriter) unfollow(ctx context.Context, m *pb.Message) error {
+	d := m.GetData()
+	_, err := w.pool.Exec(ctx, `
+UPDATE links SET hash = $1, "timestamp" = $2, is_remove = true, deleted_at = $2
+WHERE fid = $3 AND target_fid = $4 AND type = $5 AND "timestamp" < $2`,
+		m.Hash, message.Time(d.GetTimestamp()), int64(d.Fid), int64(d.GetLinkBody().GetTargetFid()), d.GetLinkBody().GetType())
+	return err
+}
+
+func rowsOf(t *testing.T, pool *pgxpool.Pool, table string, fid uint64) map[string]bool {
+	t.Helper()
+	rows, err := pool.Query(ctxT(t), "SELECT hash, deleted_at IS NOT NULL FROM "+table+" WHERE fid = $1", int64(fid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var h []byte
+		var del bool
+		if err := rows.Scan(&h, &del); err != nil {
+			t.Fatal(err)
+		}
+		out[string(h)] = del
+	}
+	return out
+}
+
+func castMsg(t *testing.T, f *fixture, fid uint64, text string) *pb.Message {
+	return f.sign(t, &pb.MessageData{Fid: fid, Type: pb.MessageType_MESSAGE_TYPE_CAST_ADD,
+		Body: &pb.MessageData_CastAddBody{CastAddBody: &pb.CastAddBody{Text: text}}})
+}
+
+func linkMsg(t *testing.T, f *fixture, fid, target uint64, remove bool) *pb.Message {
+	typ := pb.MessageType_MESSAGE_TYPE_LINK_ADD
+	if remove {
+		typ = pb.MessageType_MESSAGE_TYPE_LINK_REMOVE
+	}
+	return f.sign(t, &pb.MessageData{Fid: fid, Type: typ,
+		Body: &pb.MessageData_LinkBody{LinkBody: &pb.LinkBody{Type: "follow", Target: &pb.LinkBody_TargetFid{TargetFid: target}}}})
+}
+
+func TestReconcileFixesBothDirections(t *testing.T) {
+	pool := migratedPool(t)
+	sw := sqlWriter{pool}
+	f := newFixture()
+	ctx := ctxT(t)
+	a, b, c := castMsg(t, f, 5, "a"), castMsg(t, f, 5, "b"), castMsg(t, f, 5, "c")
+	stale, gone := castMsg(t, f, 5, "removed on the hub"), castMsg(t, f, 5, "already deleted")
+	other := castMsg(t, f, 6, "another fid")
+	for _, m := range []*pb.Message{a, stale, gone, other} {
+		if err := sw.put(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := pool.Exec(ctx, "UPDATE casts SET deleted_at = now() WHERE hash = $1", gone.Hash); err != nil {
+		t.Fatal(err)
+	}
+	hub := newTestHub()
+	hub.live[5] = map[DataType][]*pb.Message{Casts: {a, b, c}}
+	client, _ := hub.serve(t)
+	w := NewWorker(nil, client, sw, quietOptions(WorkerOptions{Store: NewPostgresStore(pool), PageSize: 2, Validation: message.CheckFull}))
+
+	res, err := w.Reconcile(ctx, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res != (ReconcileResult{Written: 2, Deleted: 1}) {
+		t.Fatalf("result = %+v, want 2 written and 1 deleted", res)
+	}
+	got := rowsOf(t, pool, "casts", 5)
+	want := map[string]bool{string(a.Hash): false, string(b.Hash): false, string(c.Hash): false, string(stale.Hash): true, string(gone.Hash): true}
+	if len(got) != len(want) {
+		t.Fatalf("casts of fid 5 = %d rows, want %d", len(got), len(want))
+	}
+	for h, del := range want {
+		if got[h] != del {
+			t.Errorf("row %x deleted = %v, want %v", h, got[h], del)
+		}
+	}
+	if rowsOf(t, pool, "casts", 6)[string(other.Hash)] {
+		t.Fatal("a row of another fid was deleted")
+	}
+	// A second run finds nothing to do.
+	if res, err := w.Reconcile(ctx, 5); err != nil || res != (ReconcileResult{}) {
+		t.Fatalf("second reconcile = %+v, %v", res, err)
+	}
+}
+
+// TestReconcileKeepsRefollow runs follow → unfollow → refollow while a
+// reconciliation is in flight, at the two moments that matter: after the
+// hub answered with the old follow (the naive order — hub snapshot first,
+// Postgres second — would then delete the final follow), and before it
+// answered.
+func TestReconcileKeepsRefollow(t *testing.T) {
+	for _, when := range []string{"after", "before"} {
+		t.Run("hub answers "+map[string]string{"after": "before", "before": "after"}[when]+" the refollow", func(t *testing.T) {
+			pool := migratedPool(t)
+			sw := sqlWriter{pool}
+			f := newFixture()
+			ctx := ctxT(t)
+			follow := linkMsg(t, f, 5, 77, false)
+			unfollow := linkMsg(t, f, 5, 77, true)
+			refollow := linkMsg(t, f, 5, 77, false)
+			if err := sw.put(ctx, follow); err != nil {
+				t.Fatal(err)
+			}
+			hub := newTestHub()
+			hub.live[5] = map[DataType][]*pb.Message{Links: {follow}}
+			var fired atomic.Bool
+			userActs := func(method string, fid uint64) {
+				if method != "GetLinksByFid" || fired.Swap(true) {
+					return
+				}
+				hub.mu.Lock()
+				hub.live[5][Links] = []*pb.Message{refollow}
+				hub.mu.Unlock()
+				// Ingest delivers the unfollow and the refollow meanwhile.
+				if err := sw.unfollow(ctx, unfollow); err != nil {
+					t.Error(err)
+				}
+				if err := sw.put(ctx, refollow); err != nil {
+					t.Error(err)
+				}
+			}
+			if when == "after" {
+				hub.after = userActs
+			} else {
+				hub.before = userActs
+			}
+			client, _ := hub.serve(t)
+			w := NewWorker(nil, client, sw, quietOptions(WorkerOptions{Store: NewPostgresStore(pool)}))
+			if _, err := w.Reconcile(ctx, 5, Links); err != nil {
+				t.Fatal(err)
+			}
+			if !fired.Load() {
+				t.Fatal("the user never acted")
+			}
+			got := rowsOf(t, pool, "links", 5)
+			if del, ok := got[string(refollow.Hash)]; !ok || del {
+				t.Fatalf("links of fid 5 = %v: the final follow %x must be live", got, refollow.Hash)
+			}
+			// And the next reconciliation, with everything settled, agrees.
+			if res, err := w.Reconcile(ctx, 5, Links); err != nil || res.Deleted != 0 {
+				t.Fatalf("settled reconcile = %+v, %v", res, err)
+			}
+		})
+	}
+}
+
+func TestReconcileDeletesNothingWhenTheHubFails(t *testing.T) {
+	pool := migratedPool(t)
+	sw := sqlWriter{pool}
+	f := newFixture()
+	ctx := ctxT(t)
+	stale := castMsg(t, f, 5, "stale")
+	if err := sw.put(ctx, stale); err != nil {
+		t.Fatal(err)
+	}
+	hub := newTestHub()
+	var live []*pb.Message
+	for i := range 5 {
+		live = append(live, castMsg(t, f, 5, strings.Repeat("x", i+1)))
+	}
+	hub.live[5] = map[DataType][]*pb.Message{Casts: live}
+	var calls atomic.Int64
+	hub.failCode = codes.Internal
+	hub.before = func(method string, fid uint64) {
+		if calls.Add(1) == 2 { // the second page
+			hub.failFID.Store(5)
+		}
+	}
+	client, _ := hub.serve(t)
+	w := NewWorker(nil, client, sw, quietOptions(WorkerOptions{Store: NewPostgresStore(pool), PageSize: 2}))
+	res, err := w.Reconcile(ctx, 5, Casts)
+	if err == nil {
+		t.Fatal("reconcile succeeded although the hub failed")
+	}
+	if res.Deleted != 0 || rowsOf(t, pool, "casts", 5)[string(stale.Hash)] {
+		t.Fatalf("result %+v: a row was deleted on a partial hub snapshot", res)
+	}
+}
+
+func TestReconcileJob(t *testing.T) {
+	pool := migratedPool(t)
+	sw := sqlWriter{pool}
+	f := newFixture()
+	ctx := ctxT(t)
+	hub := newTestHub()
+	var stale []*pb.Message
+	for fid := uint64(1); fid <= 4; fid++ {
+		hub.live[fid] = map[DataType][]*pb.Message{Casts: {castMsg(t, f, fid, "live")}, Links: {linkMsg(t, f, fid, 100, false)}}
+		s := castMsg(t, f, fid, "stale")
+		if err := sw.put(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		stale = append(stale, s)
+	}
+	client, _ := hub.serve(t)
+	q := newTestQueue(t)
+	mustEnqueue(t, q, []uint64{1, 2, 3, 4}, EnqueueRequest{Kind: KindReconcile})
+	ws := runWorkers(t, q, 1, func(int) *Worker {
+		return NewWorker(q, client, sw, quietOptions(WorkerOptions{Store: NewPostgresStore(pool)}))
+	})
+	if st := mustStatus(t, q); st.Done.FIDs != 4 || st.Failed.Jobs != 0 {
+		t.Fatalf("status = %v", st)
+	}
+	if d := ws[0].Stats().Deleted; d != 4 {
+		t.Fatalf("deleted = %d, want 4", d)
+	}
+	for i, s := range stale {
+		fid := uint64(i + 1)
+		casts := rowsOf(t, pool, "casts", fid)
+		if !casts[string(s.Hash)] || len(casts) != 2 {
+			t.Fatalf("casts of fid %d = %v", fid, casts)
+		}
+		if links := rowsOf(t, pool, "links", fid); len(links) != 1 {
+			t.Fatalf("links of fid %d = %v", fid, links)
+		}
+	}
+	// Reconciliation leaves the other stores alone.
+	if hub.count("GetAllCastMessagesByFid")+hub.count("GetOnChainEvents") != 0 {
+		t.Fatal("a reconcile job ran a backfill")
+	}
+}
