@@ -7,12 +7,20 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/waypointhq/waypoint/backfill"
+	"github.com/waypointhq/waypoint/bus"
 	"github.com/waypointhq/waypoint/config"
+	"github.com/waypointhq/waypoint/devnet"
 	"github.com/waypointhq/waypoint/embedding"
 	"github.com/waypointhq/waypoint/migrations"
 	"github.com/waypointhq/waypoint/sink"
@@ -96,7 +104,53 @@ Example:
 }
 
 func (*sinkCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	return notImplemented("sink")
+	return runSink(ctx, cfg, log, nil)
+}
+
+// runSink drains the stream into Postgres with sink.replicas replicas and,
+// when Redis is configured, works the backfill queue in the same process.
+// b is an already open bus (waypoint start shares its embedded server), or
+// nil to open one.
+func runSink(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus.Bus) error {
+	pool, err := openMigratedDB(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if b == nil {
+		if b, err = openBus(ctx, cfg, log, "waypoint-sink"); err != nil {
+			return err
+		}
+		defer b.Close()
+	}
+	rdb, err := openRedis(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if rdb != nil {
+		defer rdb.Close()
+	} else {
+		log.Warn("redis.url is not set: no dedupe cache and no backfill queue in this sink")
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return sink.Run(gctx, sink.Options{
+			Bus:           b,
+			Pool:          pool,
+			Redis:         rdb,
+			Replicas:      cfg.Sink.Replicas,
+			BatchSize:     cfg.Sink.BatchSize,
+			BatchTimeout:  time.Duration(cfg.Sink.BatchTimeoutMS) * time.Millisecond,
+			Validate:      validationMode(cfg),
+			Network:       network(cfg),
+			WriterOptions: writerOptions(cfg, log),
+			Logger:        log.With("component", "sink"),
+		})
+	})
+	if rdb != nil {
+		g.Go(func() error { return runBackfillWorker(gctx, cfg, log, pool, rdb) })
+	}
+	return g.Wait()
 }
 
 type dlqCmd struct {
@@ -177,8 +231,22 @@ func (dlqReplayCmd) Help() string {
 	return "Entries that fail again stay in the queue with their new reason.\n\nExample:\n\n    waypoint dlq replay --id 17,18"
 }
 
-func (*dlqReplayCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	return notImplemented("dlq replay")
+func (c *dlqReplayCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Writer) error {
+	pool, err := openMigratedDB(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	w, err := sink.NewWriter(ctx, pool, writerOptions(cfg, log)...)
+	if err != nil {
+		return err
+	}
+	res, err := sink.ReplayDeadLetters(ctx, pool, w, sink.ReplayOptions{IDs: c.IDs, All: c.All, Validate: validationMode(cfg), Network: network(cfg)})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "%d stored, %d failed again, %d not found\n", res.Stored, res.Failed, res.Missing)
+	return nil
 }
 
 type backfillCmd struct {
@@ -220,8 +288,59 @@ func (backfillEnqueueCmd) Help() string {
 	return "Example:\n\n    waypoint backfill enqueue --fids 1,2,3 --types casts,reactions --priority"
 }
 
-func (*backfillEnqueueCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	return notImplemented("backfill enqueue")
+func (c *backfillEnqueueCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Writer) error {
+	if err := cfg.Require("redis.url"); err != nil {
+		return err
+	}
+	types, err := backfill.ParseDataTypes(strings.Join(c.Types, ","))
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	kind := backfill.KindBackfill
+	switch {
+	case c.UserDataOnly:
+		kind, types = backfill.KindUserData, []backfill.DataType{backfill.UserData}
+	case c.Reconcile:
+		kind = backfill.KindReconcile
+	}
+	rdb, err := openRedis(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	var (
+		src   = backfill.FIDList(c.FIDs...)
+		total = len(c.FIDs)
+	)
+	switch {
+	case c.MaxFID > 0:
+		src, total = backfill.FIDRange(1, c.MaxFID), int(c.MaxFID)
+	case c.All:
+		h, err := dialHub(ctx, cfg, log, 0)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		if total, err = backfill.HubFIDCount(ctx, h.Raw()); err != nil {
+			return err
+		}
+		src = backfill.HubFIDs(ctx, h.Raw(), uint32(cfg.Backfill.PageSize))
+	}
+	req := backfill.EnqueueRequest{Kind: kind, Types: types, Priority: c.Priority, BatchSize: cfg.Backfill.BatchSize, Total: total}
+	if isTerminal(os.Stderr) {
+		req.Progress = func(p backfill.EnqueueProgress) { fmt.Fprint(os.Stderr, progressLine(p.Seen, total)) }
+		defer fmt.Fprintln(os.Stderr)
+	}
+	res, err := newQueue(rdb).Enqueue(ctx, src, req)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "queued %d jobs with %d FIDs (%s); %d FIDs already pending", res.Jobs, res.FIDs, kind, res.Skipped)
+	if res.Promoted > 0 {
+		fmt.Fprintf(out, ", %d moved to the front", res.Promoted)
+	}
+	fmt.Fprintln(out)
+	return nil
 }
 
 type backfillWorkerCmd struct {
@@ -233,7 +352,37 @@ func (backfillWorkerCmd) Help() string {
 }
 
 func (*backfillWorkerCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	return notImplemented("backfill worker")
+	if err := cfg.Require("redis.url"); err != nil {
+		return err
+	}
+	pool, err := openMigratedDB(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	rdb, err := openRedis(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	return runBackfillWorker(ctx, cfg, log, pool, rdb)
+}
+
+func runBackfillWorker(ctx context.Context, cfg *config.Config, log *slog.Logger, pool *pgxpool.Pool, rdb *redis.Client) error {
+	h, err := dialHub(ctx, cfg, log, 1)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	w, err := sink.NewWriter(ctx, pool, writerOptions(cfg, log)...)
+	if err != nil {
+		return err
+	}
+	err = newWorker(cfg, log, newQueue(rdb), h, w, backfill.NewPostgresStore(pool)).Run(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 type backfillStatusCmd struct {
@@ -244,8 +393,31 @@ func (backfillStatusCmd) Help() string {
 	return "Prints queued, running, done and failed job counts.\n\nExample:\n\n    waypoint backfill status --watch"
 }
 
-func (*backfillStatusCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	return notImplemented("backfill status")
+func (c *backfillStatusCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Writer) error {
+	if err := cfg.Require("redis.url"); err != nil {
+		return err
+	}
+	rdb, err := openRedis(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	q := newQueue(rdb)
+	for {
+		st, err := q.Status(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(out, st.String())
+		if !c.Watch {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(2 * time.Second):
+		}
+	}
 }
 
 type backfillRetryFailedCmd struct{}
@@ -254,8 +426,21 @@ func (backfillRetryFailedCmd) Help() string {
 	return "Example:\n\n    waypoint backfill retry-failed"
 }
 
-func (*backfillRetryFailedCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	return notImplemented("backfill retry-failed")
+func (*backfillRetryFailedCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Writer) error {
+	if err := cfg.Require("redis.url"); err != nil {
+		return err
+	}
+	rdb, err := openRedis(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	n, err := newQueue(rdb).RetryFailed(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "re-queued %d failed job(s)\n", n)
+	return nil
 }
 
 type migrateCmd struct {
@@ -322,14 +507,19 @@ func (*migrateStatusCmd) Run(ctx context.Context, cfg *config.Config, log *slog.
 type devnetCmd struct {
 	Listen        string        `default:"127.0.0.1:3383" placeholder:"ADDR" help:"Address to serve HubService on (default: ${default})."`
 	Shards        int           `default:"2" placeholder:"N" help:"Number of data shards (default: ${default})."`
-	Seed          int64         `default:"1" placeholder:"N" help:"Seed of the generated data; the same seed gives the same network (default: ${default})."`
-	FIDs          int           `name:"fids" default:"100" placeholder:"N" help:"Number of simulated users (default: ${default})."`
-	Rate          float64       `default:"10" placeholder:"PER-SECOND" help:"New messages per second across all shards; 0 for none (default: ${default})."`
-	Duration      time.Duration `default:"0s" help:"Stop after this long; 0 runs until interrupted."`
-	Preload       int           `default:"0" placeholder:"N" help:"Messages per user created before serving (default: ${default})."`
-	BlockInterval time.Duration `default:"1s" help:"Time between blocks on each shard."`
-	Retention     int           `default:"0" placeholder:"N" help:"Events kept per shard for replay (from_id, GetEvents); 0 keeps all (default: ${default})."`
-	DumpState     string        `placeholder:"FILE" help:"On exit, write the simulator's state to FILE to compare with the database."`
+	Seed          uint64        `default:"1" placeholder:"N" help:"Seed of the generated data; the same seed gives the same network, byte for byte (default: ${default})."`
+	FIDs          int           `name:"fids" default:"100" placeholder:"N" help:"Number of simulated users, fids 1..N; 0 generates nothing (default: ${default})."`
+	Rate          float64       `default:"100" placeholder:"PER-SECOND" help:"Messages, on-chain events and fname proofs submitted per second after the preload (default: ${default})."`
+	Duration      time.Duration `default:"0s" help:"How long the live workload runs after the preload; 0 runs until interrupted."`
+	Preload       int           `default:"0" placeholder:"N" help:"Events generated before serving, so Subscribe with from_id replays a backlog (default: ${default})."`
+	BlockInterval time.Duration `default:"1s" help:"Time between blocks on each shard; 0 cuts blocks as fast as events come (default: ${default})."`
+	Retention     time.Duration `default:"72h" help:"How long events are kept for replay; older from_ids start at the oldest kept event (default: ${default})."`
+	DumpState     string        `placeholder:"FILE" help:"On exit, write the expected database state (JSON lines) to FILE."`
+
+	DropEvery        int           `placeholder:"N" help:"Fault: hide every Nth live event of each shard (a gap BLOCK_CONFIRMED reveals)."`
+	UnavailableEvery int           `placeholder:"N" help:"Fault: end each Subscribe stream with UNAVAILABLE after N events."`
+	StallEvery       time.Duration `help:"Fault: stop every Subscribe stream once per this interval (with --stall-for)."`
+	StallFor         time.Duration `help:"Fault: how long each stall lasts."`
 }
 
 func (devnetCmd) Help() string {
@@ -337,11 +527,34 @@ func (devnetCmd) Help() string {
 
 Example:
 
-    waypoint devnet --shards 2 --fids 500 --preload 20 --rate 50 --dump-state /tmp/devnet.json`
+    waypoint devnet --fids 500 --preload 20000 --rate 200 --dump-state /tmp/devnet.jsonl &
+    waypoint ingest --hub-url 127.0.0.1:3383`
 }
 
-func (*devnetCmd) Run(ctx context.Context, log *slog.Logger) error {
-	return notImplemented("devnet")
+func (c *devnetCmd) Run(ctx context.Context, log *slog.Logger) error {
+	lis, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("devnet: listen on %s: %w", c.Listen, err)
+	}
+	log.Info("devnet serving HubService", "addr", lis.Addr().String(), "shards", c.Shards, "fids", c.FIDs, "preload", c.Preload)
+	return devnet.Run(ctx, devnet.Options{
+		Shards:        uint32(c.Shards),
+		Seed:          c.Seed,
+		FIDs:          c.FIDs,
+		Rate:          c.Rate,
+		Duration:      c.Duration,
+		Preload:       c.Preload,
+		BlockInterval: c.BlockInterval,
+		Retention:     c.Retention,
+		DumpState:     c.DumpState,
+		Faults: devnet.Faults{
+			DropEvery:        c.DropEvery,
+			UnavailableEvery: c.UnavailableEvery,
+			StallEvery:       c.StallEvery,
+			StallFor:         c.StallFor,
+		},
+		Logger: log,
+	}, lis)
 }
 
 type searchCmd struct {
