@@ -132,7 +132,7 @@ func TestCommandFlagsInHelp(t *testing.T) {
 
 func TestNotImplemented(t *testing.T) {
 	tests := [][]string{
-		{"start"}, {"ingest"}, {"status"}, {"status", "--json"},
+		{"status"}, {"status", "--json"},
 		{"trace", "0x8f3a54f0b7c8e2d1a9f06b3c4d5e6f708192a3b4"},
 	}
 	for _, args := range tests {

@@ -22,6 +22,7 @@ import (
 	"github.com/waypointhq/waypoint/config"
 	"github.com/waypointhq/waypoint/devnet"
 	"github.com/waypointhq/waypoint/embedding"
+	"github.com/waypointhq/waypoint/ingest"
 	"github.com/waypointhq/waypoint/migrations"
 	"github.com/waypointhq/waypoint/sink"
 )
@@ -74,7 +75,15 @@ Example:
 }
 
 func (*startCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	return notImplemented("start")
+	b, err := openBus(ctx, cfg, log, "waypoint")
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return runIngest(gctx, cfg, log, b) })
+	g.Go(func() error { return runSink(gctx, cfg, log, b) })
+	return g.Wait()
 }
 
 type ingestCmd struct{}
@@ -88,7 +97,39 @@ Example:
 }
 
 func (*ingestCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	return notImplemented("ingest")
+	b, err := openBus(ctx, cfg, log, "waypoint-ingest")
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	return runIngest(ctx, cfg, log, b)
+}
+
+// runIngest follows the hub's shards into b. Gaps ingest cannot repair
+// from the node's event log become priority backfill jobs when Redis is
+// configured; without it they are logged as errors.
+func runIngest(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus.Bus) error {
+	h, err := dialHub(ctx, cfg, log, 0)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	rdb, err := openRedis(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	var gaps ingest.GapHandler
+	if rdb != nil {
+		defer rdb.Close()
+		gaps = gapBackfill(cfg, log, newQueue(rdb), h)
+	}
+	return ingest.Run(ctx, ingest.Options{
+		Hub:        h.Raw(),
+		Bus:        b,
+		Shards:     cfg.Hub.ShardIndices,
+		GapHandler: gaps,
+		Logger:     log.With("component", "ingest"),
+	})
 }
 
 type sinkCmd struct {

@@ -16,6 +16,7 @@ import (
 	"github.com/waypointhq/waypoint/config"
 	"github.com/waypointhq/waypoint/embedding"
 	"github.com/waypointhq/waypoint/hub"
+	"github.com/waypointhq/waypoint/ingest"
 	"github.com/waypointhq/waypoint/message"
 	pb "github.com/waypointhq/waypoint/proto"
 	"github.com/waypointhq/waypoint/sink"
@@ -126,6 +127,36 @@ func newWorker(cfg *config.Config, log *slog.Logger, q *backfill.Queue, h *hub.C
 		Network:     network(cfg),
 		Store:       store,
 		Logger:      log.With("component", "backfill"),
+	})
+}
+
+// gapBackfill turns a gap ingest could not repair into a priority backfill
+// of the FIDs it affects, or of every FID of its shard when those are not
+// known, so the database is repaired from the node's current state.
+func gapBackfill(cfg *config.Config, log *slog.Logger, q *backfill.Queue, h *hub.Client) ingest.GapHandler {
+	return ingest.GapHandlerFunc(func(ctx context.Context, g ingest.Gap) error {
+		src := backfill.FIDList(g.FIDs...)
+		if len(g.FIDs) == 0 {
+			src = func(yield func(uint64, error) bool) {
+				for page, err := range h.Fids(ctx, g.Shard, uint32(cfg.Backfill.PageSize)) {
+					if err != nil {
+						yield(0, err)
+						return
+					}
+					for _, fid := range page {
+						if !yield(fid, nil) {
+							return
+						}
+					}
+				}
+			}
+		}
+		res, err := q.Enqueue(ctx, src, backfill.EnqueueRequest{Kind: backfill.KindBackfill, Priority: true, BatchSize: cfg.Backfill.BatchSize})
+		if err != nil {
+			return fmt.Errorf("enqueue backfill for gap on shard %d: %w", g.Shard, err)
+		}
+		log.Warn("gap in the event stream: queued a backfill", "shard", g.Shard, "kind", g.Kind, "from_id", g.FromID, "to_id", g.ToID, "jobs", res.Jobs, "fids", res.FIDs+res.Skipped)
+		return nil
 	})
 }
 
