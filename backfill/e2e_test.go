@@ -2,9 +2,6 @@ package backfill_test
 
 import (
 	"context"
-	"fmt"
-	"slices"
-	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -68,30 +65,12 @@ func newPipeline(t testing.TB, opts devnet.Options) *pipeline {
 		queue: backfill.NewQueue(r.Client, backfill.WithPrefix(r.Prefix)),
 		redis: r,
 	}
-	p.truth = settledState(t, sim)
+	p.truth = testsupport.SettledState(t, sim)
 	return p
 }
 
 // settledState waits until the simulator stops producing and returns its
 // state.
-func settledState(t testing.TB, sim *devnet.Sim) *devnet.State {
-	t.Helper()
-	prev := -1
-	for range 100 {
-		h := 0
-		for s := uint32(1); s <= sim.Shards(); s++ {
-			h += int(sim.Height(s))
-		}
-		if h == prev {
-			return sim.State()
-		}
-		prev = h
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("the simulator never settled")
-	return nil
-}
-
 func (p *pipeline) run(t testing.TB, workers, concurrency int, deadLetters *[]backfill.DeadLetter) []*backfill.Worker {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -132,67 +111,9 @@ func (p *pipeline) run(t testing.TB, workers, concurrency int, deadLetters *[]ba
 	return ws
 }
 
-// liveInPostgres returns, per fid, the sorted live keys of a store in the
-// same notation as devnet.State.Hashes.
-func liveInPostgres(t testing.TB, pool *pgxpool.Pool, store devnet.Store, maxFID int) map[uint64][]string {
-	t.Helper()
-	var q string
-	switch store {
-	case devnet.StoreUsernameProofs:
-		q = `SELECT fid, username FROM username_proofs WHERE deleted_at IS NULL`
-	case devnet.StoreOnChainEvents:
-		// On-chain events are never deleted.
-		q = `SELECT fid, type::text || ':0x' || encode(tx_hash, 'hex') || ':' || log_index::text FROM onchain_events WHERE true`
-	case devnet.StoreLinkCompactState:
-		q = `SELECT fid, '0x' || encode(hash, 'hex') FROM link_compact_states WHERE deleted_at IS NULL`
-	default:
-		q = fmt.Sprintf(`SELECT fid, '0x' || encode(hash, 'hex') FROM %s WHERE deleted_at IS NULL`, store)
-	}
-	rows, err := pool.Query(context.Background(), q+` AND fid BETWEEN 1 AND $1`, maxFID)
-	if err != nil {
-		t.Fatalf("read %s: %v", store, err)
-	}
-	defer rows.Close()
-	out := map[uint64][]string{}
-	for rows.Next() {
-		var fid int64
-		var key string
-		if err := rows.Scan(&fid, &key); err != nil {
-			t.Fatal(err)
-		}
-		out[uint64(fid)] = append(out[uint64(fid)], key)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range out {
-		sort.Strings(v)
-	}
-	return out
-}
-
-var comparedStores = []devnet.Store{
-	devnet.StoreCasts, devnet.StoreReactions, devnet.StoreLinks, devnet.StoreVerifications, devnet.StoreUserData,
-	devnet.StoreLendStorage, devnet.StoreLinkCompactState, devnet.StoreUsernameProofs, devnet.StoreOnChainEvents,
-}
-
 func assertMatchesTruth(t testing.TB, p *pipeline, maxFID int) {
 	t.Helper()
-	for _, store := range comparedStores {
-		want := p.truth.Hashes(store)
-		got := liveInPostgres(t, p.pool, store, maxFID)
-		total := 0
-		for fid := uint64(1); fid <= uint64(maxFID); fid++ {
-			total += len(want[fid])
-			if !slices.Equal(got[fid], want[fid]) {
-				t.Errorf("%s of fid %d: postgres has %d live, simulator %d\n got  %v\n want %v", store, fid, len(got[fid]), len(want[fid]), got[fid], want[fid])
-			}
-		}
-		t.Logf("%s: %d live items compared", store, total)
-		if total == 0 && store != devnet.StoreLinkCompactState && store != devnet.StoreLendStorage {
-			t.Errorf("%s: the simulator has no data for fids 1..%d, the comparison proves nothing", store, maxFID)
-		}
-	}
+	testsupport.AssertMatchesTruth(t, p.pool, p.truth, maxFID)
 }
 
 func TestBackfillMatchesSimulator(t *testing.T) {

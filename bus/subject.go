@@ -9,7 +9,8 @@ import (
 // Subject layout. Events that belong to a FID go to
 // waypoint.events.<partition>.<fid>, so a consumer of one partition filters
 // on waypoint.events.<partition>.> and sees every FID of that partition in
-// stream order. BLOCK_CONFIRMED events carry no FID; they go to
+// stream order. Events without a FID (BLOCK_CONFIRMED; any other FID-less
+// event type would follow it) go to the shard-level subject
 // waypoint.blocks.<shard>, which no partition consumer sees: they are
 // bookkeeping (ingest verifies each block against them) that stays in the
 // stream for audits and replay.

@@ -69,6 +69,9 @@ type Database struct {
 type Redis struct {
 	URL      string `toml:"url" redact:"url"`
 	PoolSize int    `toml:"pool_size"`
+	// KeyPrefix starts every key Waypoint writes (backfill queue, dedupe
+	// cache), so deployments can share one Redis.
+	KeyPrefix string `toml:"key_prefix"`
 }
 
 // Hub is the Snapchain node that events and backfill data come from.
@@ -136,7 +139,7 @@ type Metrics struct {
 func Default() Config {
 	return Config{
 		Database: Database{MaxConnections: 16, TimeoutSeconds: 30, WriteMessages: true},
-		Redis:    Redis{PoolSize: 32},
+		Redis:    Redis{PoolSize: 32, KeyPrefix: "waypoint:"},
 		Hub: Hub{
 			URL:          "127.0.0.1:3383",
 			ShardIndices: []uint32{},

@@ -37,7 +37,7 @@ type Options struct {
 	Duration time.Duration
 	// Preload is the number of events (across all shards, block
 	// confirmations included) generated before serving starts, so that
-	// Subscribe with from_id replays a backlog.
+	// Subscribe with from_id replays a backlog. It needs FIDs.
 	Preload int
 	// BlockInterval is the time between blocks; every data shard cuts one
 	// block per interval, empty or not. Zero cuts a block as soon as events

@@ -189,6 +189,7 @@ func (h *hubServer) Subscribe(req *pb.SubscribeRequest, stream grpc.ServerStream
 				}
 				sent++
 				if every > 0 && sent >= every {
+					h.s.opts.Logger.Debug("devnet: resetting stream (fault injection)", "events", sent)
 					return status.Errorf(codes.Unavailable, "devnet: stream reset after %d events (fault injection)", sent)
 				}
 			}

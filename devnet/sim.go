@@ -489,11 +489,11 @@ func (s *Sim) cutLocked(sh *shard) {
 	// event, so that it is kept once.
 	for i, ev := range evs {
 		e := ev.owner
-		if e == nil || e.shared {
+		if e == nil || e.shared || e.dup.n != 0 {
 			continue
 		}
 		stored := bufs[i+1]
-		if l := owned[i]; l.n > 0 {
+		if l := owned[i]; l.n > 0 && len(e.raw) >= int(l.at)+int(l.n) {
 			cm := stored[msgAt[i] : msgAt[i]+len(e.raw)-int(l.n)]
 			if bytes.Equal(cm[:l.at], e.raw[:l.at]) && bytes.Equal(cm[l.at:], e.raw[int(l.at)+int(l.n):]) {
 				e.raw, e.dup, e.shared = cm, l, true
@@ -732,6 +732,7 @@ func (s *Sim) DropNext(shard uint32, n int) {
 	if shard == 0 || shard > s.opts.Shards {
 		return
 	}
+	s.opts.Logger.Info("devnet: dropping events from live streams (fault injection)", "shard", shard, "events", n)
 	s.mu.Lock()
 	s.faultDropNext[shard] += n
 	s.mu.Unlock()
@@ -744,6 +745,7 @@ func (s *Sim) SetUnavailableEvery(n int) { s.unavailableEvery.Store(int64(n)) }
 
 // Stall stops every Subscribe stream from sending for d, starting now.
 func (s *Sim) Stall(d time.Duration) {
+	s.opts.Logger.Info("devnet: stalling streams (fault injection)", "for", d)
 	until := time.Now().Add(d).UnixNano()
 	for {
 		cur := s.stallUntil.Load()

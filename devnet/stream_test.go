@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/waypointhq/waypoint/devnet"
+	"github.com/waypointhq/waypoint/message"
 	pb "github.com/waypointhq/waypoint/proto"
 )
 
@@ -198,6 +199,23 @@ func TestRetentionStartsAtOldestKept(t *testing.T) {
 	n := sim.ExpireEvents(1, evs[len(evs)/2].Id)
 	if n == 0 {
 		t.Fatal("ExpireEvents dropped nothing")
+	}
+	// Stored messages share bytes with their events; expiring the events
+	// must leave them intact.
+	sim.ExpireEvents(2, 1<<62)
+	checked := 0
+	for _, byFid := range sim.State().Messages {
+		for _, ms := range byFid {
+			for _, m := range ms {
+				if err := message.Validate(m, message.CheckFull, pb.FarcasterNetwork_FARCASTER_NETWORK_DEVNET); err != nil {
+					t.Fatalf("stored message after expiry: %v", err)
+				}
+				checked++
+			}
+		}
+	}
+	if checked < 100 {
+		t.Errorf("only %d stored messages checked", checked)
 	}
 	// Live blocks keep coming (and expiring), so the start can only move up.
 	if got := replay(t, c, 1, 0); got[0].Id < evs[len(evs)/2].Id {

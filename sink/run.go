@@ -205,7 +205,20 @@ func New(ctx context.Context, opts Options) (*Sink, error) {
 		return nil, fmt.Errorf("sink: group %q may hold only letters, digits, '-' and '_'", opts.Group)
 	}
 	s := &Sink{opts: opts, log: opts.Logger.With("component", "sink", "group", opts.Group)}
-	s.dedup = newDedupe(opts.Redis, opts.DedupePrefix, opts.DedupeTTL)
+	if opts.Redis != nil {
+		// The cache says "committed to this database": scope it to the
+		// database's instance id so another database behind the same Redis
+		// is never skipped into.
+		var id string
+		if err := opts.Pool.QueryRow(ctx, `SELECT id::text FROM waypoint_instance`).Scan(&id); err != nil {
+			return nil, fmt.Errorf("sink: read database instance id (run migrations first): %w", err)
+		}
+		prefix := opts.DedupePrefix
+		if prefix == "" {
+			prefix = DefaultDedupePrefix
+		}
+		s.dedup = newDedupe(opts.Redis, prefix+id+":", opts.DedupeTTL)
+	}
 	for p := 0; p < opts.Bus.Partitions(); p++ {
 		_, err := opts.Bus.GroupConsumer(ctx, opts.Group, p, bus.ConsumerOptions{
 			AckWait:       opts.AckWait,

@@ -121,7 +121,7 @@ func runIngest(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus
 	var gaps ingest.GapHandler
 	if rdb != nil {
 		defer rdb.Close()
-		gaps = gapBackfill(cfg, log, newQueue(rdb), h)
+		gaps = gapBackfill(cfg, log, newQueue(cfg, rdb), h)
 	}
 	return ingest.Run(ctx, ingest.Options{
 		Hub:        h.Raw(),
@@ -179,6 +179,7 @@ func runSink(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus.B
 			Bus:           b,
 			Pool:          pool,
 			Redis:         rdb,
+			DedupePrefix:  cfg.Redis.KeyPrefix + "sink:seen:",
 			Replicas:      cfg.Sink.Replicas,
 			BatchSize:     cfg.Sink.BatchSize,
 			BatchTimeout:  time.Duration(cfg.Sink.BatchTimeoutMS) * time.Millisecond,
@@ -372,7 +373,7 @@ func (c *backfillEnqueueCmd) Run(ctx context.Context, cfg *config.Config, log *s
 		req.Progress = func(p backfill.EnqueueProgress) { fmt.Fprint(os.Stderr, progressLine(p.Seen, total)) }
 		defer fmt.Fprintln(os.Stderr)
 	}
-	res, err := newQueue(rdb).Enqueue(ctx, src, req)
+	res, err := newQueue(cfg, rdb).Enqueue(ctx, src, req)
 	if err != nil {
 		return err
 	}
@@ -419,7 +420,7 @@ func runBackfillWorker(ctx context.Context, cfg *config.Config, log *slog.Logger
 	if err != nil {
 		return err
 	}
-	err = newWorker(cfg, log, newQueue(rdb), h, w, backfill.NewPostgresStore(pool)).Run(ctx)
+	err = newWorker(cfg, log, newQueue(cfg, rdb), h, w, backfill.NewPostgresStore(pool)).Run(ctx)
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -443,7 +444,7 @@ func (c *backfillStatusCmd) Run(ctx context.Context, cfg *config.Config, log *sl
 		return err
 	}
 	defer rdb.Close()
-	q := newQueue(rdb)
+	q := newQueue(cfg, rdb)
 	for {
 		st, err := q.Status(ctx)
 		if err != nil {
@@ -476,7 +477,7 @@ func (*backfillRetryFailedCmd) Run(ctx context.Context, cfg *config.Config, log 
 		return err
 	}
 	defer rdb.Close()
-	n, err := newQueue(rdb).RetryFailed(ctx)
+	n, err := newQueue(cfg, rdb).RetryFailed(ctx)
 	if err != nil {
 		return err
 	}

@@ -115,7 +115,9 @@ func writerFunc(w *sink.Writer) backfill.WriterFunc {
 	}
 }
 
-func newQueue(rdb *redis.Client) *backfill.Queue { return backfill.NewQueue(rdb) }
+func newQueue(cfg *config.Config, rdb *redis.Client) *backfill.Queue {
+	return backfill.NewQueue(rdb, backfill.WithPrefix(cfg.Redis.KeyPrefix+"backfill:"))
+}
 
 // newWorker builds a backfill worker writing through w, with dead letters
 // stored in the database like the live path's.
