@@ -115,10 +115,8 @@ lint: ## gofmt, go vet and staticcheck
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
-demo: services build ## start the services and show the CLI
-	@$(SERVICES_ENV)
-	$(BIN) version
-	$(BIN) --help
+demo: services build ## run simulator -> ingest -> JetStream -> sink -> Postgres and show what landed
+	deploy/local/demo.sh
 
 # The protoc plugins are pinned as tools in go.mod.
 proto-tools:
