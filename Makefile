@@ -100,9 +100,8 @@ test-faults: services ## run the fault-injection tests (names containing Fault)
 	@$(SERVICES_ENV)
 	$(GO) test $(TEST_FLAGS) -run Fault ./...
 
-bench: services ## run the benchmarks
-	@$(SERVICES_ENV)
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: services ## run every benchmark and print one table (also bin/bench.md)
+	deploy/bench/run.sh
 
 lint: ## gofmt, go vet and staticcheck
 	@files=$$(find . \( -path ./bin -o -path './.*' \) -prune -o -name '*.go' -print)

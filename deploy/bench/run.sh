@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Runs every benchmark of the project in one go on this machine and prints
+# one Markdown table (also written to bin/bench.md): each benchmark with the
+# throughput, ratio and memory metrics it reports. Ratios (ours against a
+# ceiling measured in the same benchmark) are what to compare across
+# machines; absolute rates depend on the machine and its load.
+#
+# BENCH_FILTER=regexp runs only the matching rows of the plan below.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+eval "$(deploy/local/services.sh env)"
+
+# package | benchmark regexp | -benchtime | what it measures
+plan=(
+	"./devnet|BenchmarkReplay|3x|simulator replay to one gRPC subscriber"
+	"./devnet|BenchmarkGenerate|3x|simulator live generation (signing included)"
+	"./message|BenchmarkValidate|20000x|message validation per mode"
+	"./embedding|BenchmarkLocalEmbedInto|20000x|built-in embedder"
+	"./ingest|BenchmarkIngest$|1x|ingest vs bare async publish (same run)"
+	"./ingest|BenchmarkReceive|20000x|raw-bytes codec vs decode and re-encode"
+	"./sink|BenchmarkWriterVsCeiling|3x|writer vs raw COPY ceiling (same run)"
+	"./sink|BenchmarkSinkEndToEnd|2x|JetStream -> sink -> Postgres, by replicas"
+	"./backfill|BenchmarkBackfillSimulatorToPostgres|1x|simulator -> backfill workers -> Postgres"
+	"./backfill|BenchmarkQueue|2000x|Redis queue operations"
+	"./telemetry|BenchmarkSpan|200000x|span cost with tracing off and on"
+)
+
+mkdir -p bin
+raw=bin/bench.raw
+: >"$raw"
+filter=${BENCH_FILTER:-.}
+start=$SECONDS
+for row in "${plan[@]}"; do
+	IFS='|' read -r pkg re benchtime what <<<"$row"
+	[[ $row =~ $filter ]] || continue
+	echo "==> $pkg $re ($what)" >&2
+	echo "#what $what" >>"$raw"
+	if ! go test -run '^$' -bench "$re" -benchtime "$benchtime" -benchmem -timeout 20m "$pkg" 2>&1 | tee -a "$raw" | grep -E '^(Benchmark|FAIL|---)' >&2; then
+		echo "bench: $pkg $re failed (output in $raw)" >&2
+		exit 1
+	fi
+done
+
+{
+	echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/Mem:/ {print $2}') GiB, Go $(go env GOVERSION | sed 's/^go//'), in $((SECONDS - start)) s."
+	echo
+	echo "| what | benchmark | metrics |"
+	echo "|---|---|---|"
+	awk '
+		/^#what / { sub(/^#what /, ""); what = $0; next }
+		/^Benchmark/ && NF >= 4 {
+			name = $1; sub(/-[0-9]+$/, "", name)
+			m = ""
+			for (i = 3; i + 1 <= NF; i += 2) {
+				unit = $(i + 1)
+				if (unit == "ns/op" || unit == "B/op" || unit == "allocs/op") continue
+				m = m (m == "" ? "" : ", ") $i " " unit
+			}
+			if (m == "") m = $3 " ns/op"
+			printf "| %s | `%s` | %s |\n", what, name, m
+			what = ""
+		}' "$raw"
+} | tee bin/bench.md
