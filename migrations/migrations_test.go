@@ -56,7 +56,7 @@ func TestUpFromEmptyCreatesSchema(t *testing.T) {
 		"messages", "message_marks", "casts", "reactions", "links", "link_compact_states",
 		"verifications", "user_data", "username_proofs", "lend_storage", "onchain_events",
 		"signer_events", "signer_migrated_events", "id_register_events", "storage_rent_events",
-		"tier_purchases", "fids", "dead_letters", "profiles",
+		"tier_purchases", "fids", "dead_letters", "profiles", "cast_embeddings", "cast_embedding_queue",
 	} {
 		if !tableExists(t, pool, name) {
 			t.Errorf("relation %s missing after up", name)
@@ -64,13 +64,21 @@ func TestUpFromEmptyCreatesSchema(t *testing.T) {
 	}
 	var am string
 	err = pool.QueryRow(ctx, `SELECT am.amname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-		JOIN pg_am am ON am.oid = c.relam WHERE c.relname = 'casts_embedding_idx'`).Scan(&am)
+		JOIN pg_am am ON am.oid = c.relam WHERE c.relname = 'cast_embeddings_embedding_idx'`).Scan(&am)
 	if err != nil || am != "hnsw" {
-		t.Errorf("casts embedding index: am=%q err=%v, want hnsw", am, err)
+		t.Errorf("cast embedding index: am=%q err=%v, want hnsw", am, err)
 	}
-	var dims int
-	if err := pool.QueryRow(ctx, `SELECT atttypmod FROM pg_attribute WHERE attrelid = 'casts'::regclass AND attname = 'embedding'`).Scan(&dims); err != nil || dims != 256 {
-		t.Errorf("casts.embedding dimensions = %d (%v), want 256", dims, err)
+	for _, table := range []string{"cast_embeddings", "cast_embedding_queue"} {
+		var dims int
+		if err := pool.QueryRow(ctx, `SELECT atttypmod FROM pg_attribute WHERE attrelid = $1::regclass AND attname = 'embedding'`, table).Scan(&dims); err != nil || dims != 256 {
+			t.Errorf("%s.embedding dimensions = %d (%v), want 256", table, dims, err)
+		}
+	}
+	// The queue is append-and-drain: an index on it would put back the
+	// per-row cost on the write path that it exists to remove.
+	var queueIndexes int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_index WHERE indrelid = 'cast_embedding_queue'::regclass`).Scan(&queueIndexes); err != nil || queueIndexes != 0 {
+		t.Errorf("cast_embedding_queue has %d indexes (%v), want none", queueIndexes, err)
 	}
 	after, err := Status(ctx, pool)
 	if err != nil {

@@ -27,8 +27,8 @@ const maxKeyBytes = 1024
 // blocks) to what timestamptz can hold with room to spare.
 const maxUnixSeconds = 1 << 37
 
-// Staging rows. Each fill method hands pgx pointers to its fields, which
-// boxes without allocating.
+// Staging rows. Each encode method appends the row to a binary COPY body in
+// the column order of its source (writer_sql.go).
 
 type messageRow struct {
 	hash       []byte
@@ -41,16 +41,48 @@ type messageRow struct {
 	raw        []byte
 }
 
-func (r *messageRow) fill(v []any) {
-	v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7] = &r.hash, &r.fid, &r.typ, &r.ts, &r.hashScheme, &r.sigScheme, &r.signer, &r.raw
+func (r *messageRow) encode(e *fieldEnc) {
+	e.row(8)
+	e.bytea(r.hash)
+	e.int8(r.fid)
+	e.int2(r.typ)
+	e.timestamptz(r.ts)
+	e.int2(r.hashScheme)
+	e.int2(r.sigScheme)
+	e.bytea(r.signer)
+	e.bytea(r.raw)
+}
+
+// encodeStored appends r as a row of the messages table, not deleted.
+func (r *messageRow) encodeStored(e *fieldEnc) {
+	e.row(11)
+	e.bytea(r.hash)
+	e.int8(r.fid)
+	e.int2(r.typ)
+	e.timestamptz(r.ts)
+	e.int2(r.hashScheme)
+	e.int2(r.sigScheme)
+	e.bytea(r.signer)
+	e.bytea(r.raw)
+	e.null()
+	e.null()
+	e.null()
 }
 
 type markRow struct {
 	hash []byte
 	kind int16
+	// table is the store table of the marked message's type (tableNone
+	// when it has none), so marks are applied only where they can match.
+	table int16
 }
 
-func (r *markRow) fill(v []any) { v[0], v[1] = &r.hash, &r.kind }
+func (r *markRow) encode(e *fieldEnc) {
+	e.row(3)
+	e.bytea(r.hash)
+	e.int2(r.kind)
+	e.int2(r.table)
+}
 
 type castRow struct {
 	hash       []byte
@@ -64,12 +96,81 @@ type castRow struct {
 	mentions   []byte
 	positions  []byte
 	typ        int16
-	embedding  vector
+	// The thread root, when this batch holds the reply's chain up to it;
+	// otherwise top is the first ancestor outside the batch, whose root
+	// the merge looks up. Both are unset on root casts and broken chains.
+	rootFid  int64
+	rootHash []byte
+	rootURL  pgtype.Text
+	top      []byte
 }
 
-func (r *castRow) fill(v []any) {
-	v[0], v[1], v[2], v[3], v[4], v[5] = &r.hash, &r.fid, &r.ts, &r.parentFid, &r.parentHash, &r.parentURL
-	v[6], v[7], v[8], v[9], v[10], v[11] = &r.text, &r.embeds, &r.mentions, &r.positions, &r.typ, &r.embedding
+func (r *castRow) encode(e *fieldEnc) {
+	e.row(15)
+	e.bytea(r.hash)
+	e.int8(r.fid)
+	e.timestamptz(r.ts)
+	e.optInt8(r.parentFid)
+	e.bytea(r.parentHash)
+	e.optText(r.parentURL)
+	e.text(r.text)
+	e.bytea(r.embeds)
+	e.bytea(r.mentions)
+	e.bytea(r.positions)
+	e.int2(r.typ)
+	if r.rootHash != nil {
+		e.int8(r.rootFid)
+	} else {
+		e.null()
+	}
+	e.bytea(r.rootHash)
+	e.optText(r.rootURL)
+	e.bytea(r.top)
+}
+
+// encodeStored appends r as a row of the casts table, not deleted.
+func (r *castRow) encodeStored(e *fieldEnc) {
+	e.row(14)
+	e.bytea(r.hash)
+	e.int8(r.fid)
+	e.timestamptz(r.ts)
+	e.optInt8(r.parentFid)
+	e.bytea(r.parentHash)
+	e.optText(r.parentURL)
+	e.text(r.text)
+	e.jsonb(r.embeds)
+	e.jsonb(r.mentions)
+	e.jsonb(r.positions)
+	e.int2(r.typ)
+	if r.parentHash == nil {
+		e.null()
+		e.null()
+		e.optText(r.parentURL)
+		return
+	}
+	e.int8(r.rootFid)
+	e.bytea(r.rootHash)
+	e.optText(r.rootURL)
+}
+
+// castIsNew reports whether c goes to Writer.copyDirect: the batch neither
+// marks nor removes it, and its thread root is known without a lookup.
+func (b *rows) castIsNew(c *castRow) bool {
+	return !b.gone.has(c.hash) && (c.parentHash == nil || c.rootHash != nil)
+}
+
+// embeddingRow is a cast's vector on its way to cast_embedding_queue.
+type embeddingRow struct {
+	hash []byte
+	fid  int64
+	vec  []float32
+}
+
+func (r *embeddingRow) encode(e *fieldEnc) {
+	e.row(3)
+	e.bytea(r.hash)
+	e.int8(r.fid)
+	e.vector(r.vec)
 }
 
 type castRemoveRow struct {
@@ -79,7 +180,13 @@ type castRemoveRow struct {
 	target []byte
 }
 
-func (r *castRemoveRow) fill(v []any) { v[0], v[1], v[2], v[3] = &r.hash, &r.fid, &r.ts, &r.target }
+func (r *castRemoveRow) encode(e *fieldEnc) {
+	e.row(4)
+	e.bytea(r.hash)
+	e.int8(r.fid)
+	e.timestamptz(r.ts)
+	e.bytea(r.target)
+}
 
 type reactionRow struct {
 	hash       []byte
@@ -92,8 +199,16 @@ type reactionRow struct {
 	targetURL  pgtype.Text
 }
 
-func (r *reactionRow) fill(v []any) {
-	v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7] = &r.hash, &r.fid, &r.ts, &r.remove, &r.typ, &r.targetFid, &r.targetHash, &r.targetURL
+func (r *reactionRow) encode(e *fieldEnc) {
+	e.row(8)
+	e.bytea(r.hash)
+	e.int8(r.fid)
+	e.timestamptz(r.ts)
+	e.bool(r.remove)
+	e.int2(r.typ)
+	e.optInt8(r.targetFid)
+	e.bytea(r.targetHash)
+	e.optText(r.targetURL)
 }
 
 type linkRow struct {
@@ -106,8 +221,15 @@ type linkRow struct {
 	displayTS pgtype.Timestamptz
 }
 
-func (r *linkRow) fill(v []any) {
-	v[0], v[1], v[2], v[3], v[4], v[5], v[6] = &r.hash, &r.fid, &r.ts, &r.remove, &r.typ, &r.targetFid, &r.displayTS
+func (r *linkRow) encode(e *fieldEnc) {
+	e.row(7)
+	e.bytea(r.hash)
+	e.int8(r.fid)
+	e.timestamptz(r.ts)
+	e.bool(r.remove)
+	e.text(r.typ)
+	e.int8(r.targetFid)
+	e.optTimestamptz(r.displayTS)
 }
 
 type compactRow struct {
@@ -115,11 +237,16 @@ type compactRow struct {
 	fid     int64
 	ts      time.Time
 	typ     string
-	targets []int64
+	targets []byte // an int8[] literal
 }
 
-func (r *compactRow) fill(v []any) {
-	v[0], v[1], v[2], v[3], v[4] = &r.hash, &r.fid, &r.ts, &r.typ, &r.targets
+func (r *compactRow) encode(e *fieldEnc) {
+	e.row(5)
+	e.bytea(r.hash)
+	e.int8(r.fid)
+	e.timestamptz(r.ts)
+	e.text(r.typ)
+	e.bytea(r.targets)
 }
 
 type verificationRow struct {
@@ -135,9 +262,18 @@ type verificationRow struct {
 	chainID   int64
 }
 
-func (r *verificationRow) fill(v []any) {
-	v[0], v[1], v[2], v[3], v[4] = &r.hash, &r.fid, &r.ts, &r.remove, &r.address
-	v[5], v[6], v[7], v[8], v[9] = &r.blockHash, &r.signature, &r.protocol, &r.vtype, &r.chainID
+func (r *verificationRow) encode(e *fieldEnc) {
+	e.row(10)
+	e.bytea(r.hash)
+	e.int8(r.fid)
+	e.timestamptz(r.ts)
+	e.bool(r.remove)
+	e.bytea(r.address)
+	e.bytea(r.blockHash)
+	e.bytea(r.signature)
+	e.int2(r.protocol)
+	e.int2(r.vtype)
+	e.int8(r.chainID)
 }
 
 type userDataRow struct {
@@ -148,8 +284,13 @@ type userDataRow struct {
 	value string
 }
 
-func (r *userDataRow) fill(v []any) {
-	v[0], v[1], v[2], v[3], v[4] = &r.hash, &r.fid, &r.ts, &r.typ, &r.value
+func (r *userDataRow) encode(e *fieldEnc) {
+	e.row(5)
+	e.bytea(r.hash)
+	e.int8(r.fid)
+	e.timestamptz(r.ts)
+	e.int2(r.typ)
+	e.text(r.value)
 }
 
 type proofRow struct {
@@ -162,8 +303,15 @@ type proofRow struct {
 	deletion  bool
 }
 
-func (r *proofRow) fill(v []any) {
-	v[0], v[1], v[2], v[3], v[4], v[5], v[6] = &r.username, &r.fid, &r.ts, &r.typ, &r.owner, &r.signature, &r.deletion
+func (r *proofRow) encode(e *fieldEnc) {
+	e.row(7)
+	e.text(r.username)
+	e.int8(r.fid)
+	e.timestamptz(r.ts)
+	e.int2(r.typ)
+	e.bytea(r.owner)
+	e.bytea(r.signature)
+	e.bool(r.deletion)
 }
 
 type lendRow struct {
@@ -175,8 +323,14 @@ type lendRow struct {
 	unitType int16
 }
 
-func (r *lendRow) fill(v []any) {
-	v[0], v[1], v[2], v[3], v[4], v[5] = &r.hash, &r.fid, &r.ts, &r.toFid, &r.numUnits, &r.unitType
+func (r *lendRow) encode(e *fieldEnc) {
+	e.row(6)
+	e.bytea(r.hash)
+	e.int8(r.fid)
+	e.timestamptz(r.ts)
+	e.int8(r.toFid)
+	e.int8(r.numUnits)
+	e.int2(r.unitType)
 }
 
 // onchainRow is one on-chain event with the columns of every typed table;
@@ -209,10 +363,33 @@ type onchainRow struct {
 	forDays      int64
 }
 
-func (r *onchainRow) fill(v []any) {
-	v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10] = &r.typ, &r.chainID, &r.blockNumber, &r.blockHash, &r.blockTS, &r.txHash, &r.logIndex, &r.txIndex, &r.fid, &r.version, &r.raw
-	v[11], v[12], v[13], v[14], v[15], v[16] = &r.key, &r.keyType, &r.eventType, &r.metadata, &r.metadataType, &r.migratedAt
-	v[17], v[18], v[19], v[20], v[21], v[22], v[23], v[24] = &r.toAddr, &r.fromAddr, &r.recoveryAddr, &r.payer, &r.units, &r.expiry, &r.tierType, &r.forDays
+func (r *onchainRow) encode(e *fieldEnc) {
+	e.row(25)
+	e.int2(r.typ)
+	e.int8(r.chainID)
+	e.int8(r.blockNumber)
+	e.bytea(r.blockHash)
+	e.timestamptz(r.blockTS)
+	e.bytea(r.txHash)
+	e.int4(r.logIndex)
+	e.int4(r.txIndex)
+	e.int8(r.fid)
+	e.int4(r.version)
+	e.bytea(r.raw)
+	e.bytea(r.key)
+	e.int2(r.keyType)
+	e.int2(r.eventType)
+	e.bytea(r.metadata)
+	e.int2(r.metadataType)
+	e.int8(r.migratedAt)
+	e.bytea(r.toAddr)
+	e.bytea(r.fromAddr)
+	e.bytea(r.recoveryAddr)
+	e.bytea(r.payer)
+	e.int8(r.units)
+	e.int8(r.expiry)
+	e.int2(r.tierType)
+	e.int8(r.forDays)
 }
 
 type deadLetterRow struct {
@@ -225,8 +402,15 @@ type deadLetterRow struct {
 	raw     []byte
 }
 
-func (r *deadLetterRow) fill(v []any) {
-	v[0], v[1], v[2], v[3], v[4], v[5], v[6] = &r.source, &r.reason, &r.detail, &r.shard, &r.eventID, &r.hash, &r.raw
+func (r *deadLetterRow) encode(e *fieldEnc) {
+	e.row(7)
+	e.text(r.source)
+	e.text(r.reason)
+	e.text(r.detail)
+	e.int4(r.shard)
+	e.optInt8(r.eventID)
+	e.bytea(r.hash)
+	e.bytea(r.raw)
 }
 
 // rows is the staged form of one batch. It is reused across batches: every
@@ -237,6 +421,7 @@ type rows struct {
 	messages      []messageRow
 	marks         []markRow
 	casts         []castRow
+	embeddings    []embeddingRow
 	castRemoves   []castRemoveRow
 	reactions     []reactionRow
 	links         []linkRow
@@ -250,13 +435,33 @@ type rows struct {
 
 	// arena holds encoded messages and JSON columns; rows slice into it.
 	arena []byte
-	// int64s backs compact states' target lists.
-	int64s []int64
+	// seen holds the hashes of the messages staged, so that a message
+	// delivered twice in one batch is stored once and the merges need not
+	// deduplicate.
+	seen hashSet
 	// gone holds hashes this batch removes or marks, so their casts are not
 	// embedded.
-	gone map[string]struct{}
+	gone hashSet
+	// markedHashes holds the hashes this batch marks.
+	markedHashes hashSet
+	// marked has bit t set when a mark targets store table t.
+	marked uint32
+	// copiedMessages and copiedCasts count the rows Writer.copyDirect
+	// stored, which the merge then leaves out; -1 when its COPY failed.
+	copiedMessages, copiedCasts int
+	// castAt indexes casts by hash, and rootState tracks resolveRoots.
+	castAt    map[[20]byte]int32
+	rootState []uint8
+	rootPath  []int32
 	// vectors backs cast embeddings.
 	vectors []float32
+	// enc encodes COPY bodies; srcEnc the sources' arrays, which arrays
+	// holds once encoded.
+	enc    fieldEnc
+	srcEnc [numSources]fieldEnc
+	arrays [numSources][][]byte
+	params [][]byte
+	stmts  []*mergeStmt
 
 	skipped int
 }
@@ -265,6 +470,7 @@ func (b *rows) reset() {
 	b.messages = b.messages[:0]
 	b.marks = b.marks[:0]
 	b.casts = b.casts[:0]
+	b.embeddings = b.embeddings[:0]
 	b.castRemoves = b.castRemoves[:0]
 	b.reactions = b.reactions[:0]
 	b.links = b.links[:0]
@@ -276,10 +482,51 @@ func (b *rows) reset() {
 	b.onchain = b.onchain[:0]
 	b.dead = b.dead[:0]
 	b.arena = b.arena[:0]
-	b.int64s = b.int64s[:0]
-	clear(b.gone)
+	b.seen.reset()
+	b.gone.reset()
+	b.markedHashes.reset()
+	b.marked = 0
+	b.copiedMessages, b.copiedCasts = 0, 0
 	b.skipped = 0
 }
+
+// hashSet maps message hashes to flag bits. Farcaster hashes are 20 bytes
+// and kept as arrays, which costs no allocation per entry; other lengths,
+// only seen in bad input, fall back to strings.
+type hashSet struct {
+	short map[[20]byte]uint8
+	long  map[string]uint8
+}
+
+func (s *hashSet) reset() {
+	clear(s.short)
+	clear(s.long)
+}
+
+// add sets flags f on h.
+func (s *hashSet) add(h []byte, f uint8) {
+	if len(h) == 20 {
+		if s.short == nil {
+			s.short = make(map[[20]byte]uint8)
+		}
+		s.short[[20]byte(h)] |= f
+		return
+	}
+	if s.long == nil {
+		s.long = make(map[string]uint8)
+	}
+	s.long[string(h)] |= f
+}
+
+// get returns the flags set on h.
+func (s *hashSet) get(h []byte) uint8 {
+	if len(h) == 20 {
+		return s.short[[20]byte(h)]
+	}
+	return s.long[string(h)]
+}
+
+func (s *hashSet) has(h []byte) bool { return s.get(h) != 0 }
 
 // add stages one event.
 func (b *rows) add(ev *pb.HubEvent) {
@@ -375,13 +622,6 @@ func messageData(m *pb.Message) (*pb.MessageData, error) {
 	return d, nil
 }
 
-func (b *rows) markGone(h []byte) {
-	if b.gone == nil {
-		b.gone = make(map[string]struct{})
-	}
-	b.gone[string(h)] = struct{}{}
-}
-
 func (b *rows) addMessage(ev *pb.HubEvent, m *pb.Message, mark int16) {
 	if m == nil {
 		b.deadLetterEvent(ev, "missing_message", "event carries no message")
@@ -400,6 +640,19 @@ func (b *rows) addMessage(ev *pb.HubEvent, m *pb.Message, mark int16) {
 		b.deadLetterMessage(ev, m, "bad_fid", fmt.Sprintf("fid %d out of range", d.Fid))
 		return
 	}
+	if b.seen.has(m.Hash) {
+		// Delivered again in this batch: the rows are staged already. Only
+		// a proof's row depends on the mark, and a new mark must be kept.
+		if d.Type == pb.MessageType_MESSAGE_TYPE_USERNAME_PROOF && mark != 0 {
+			if body := d.GetUsernameProofBody(); body != nil {
+				if reason, _ := b.checkProof(body); reason == "" {
+					b.appendProof(body, true)
+				}
+			}
+		}
+		b.addMark(m.Hash, d.Type, mark)
+		return
+	}
 	start := len(b.arena)
 	if b.writeMessages {
 		arena, err := appendMessage(b.arena, m)
@@ -415,10 +668,8 @@ func (b *rows) addMessage(ev *pb.HubEvent, m *pb.Message, mark int16) {
 		b.deadLetterMessage(ev, m, reason, detail)
 		return
 	}
-	if mark != 0 {
-		b.marks = append(b.marks, markRow{hash: m.Hash, kind: mark})
-		b.markGone(m.Hash)
-	}
+	b.seen.add(m.Hash, 1)
+	b.addMark(m.Hash, d.Type, mark)
 	if !b.writeMessages {
 		return
 	}
@@ -432,6 +683,17 @@ func (b *rows) addMessage(ev *pb.HubEvent, m *pb.Message, mark int16) {
 		signer:     nonNil(m.Signer),
 		raw:        b.arena[start:end:end],
 	})
+}
+
+func (b *rows) addMark(h []byte, t pb.MessageType, mark int16) {
+	if mark == 0 {
+		return
+	}
+	table := storeTable(t)
+	b.marks = append(b.marks, markRow{hash: h, kind: mark, table: table})
+	b.marked |= 1 << table
+	b.gone.add(h, 1)
+	b.markedHashes.add(h, 1)
 }
 
 // addTyped stages the store row of a message and returns a dead-letter
@@ -455,7 +717,7 @@ func (b *rows) addTyped(m *pb.Message, d *pb.MessageData, mark int16) (reason, d
 			return "bad_target", "cast remove without a usable target hash"
 		}
 		b.castRemoves = append(b.castRemoves, castRemoveRow{hash: m.Hash, fid: fid, ts: ts, target: body.TargetHash})
-		b.markGone(body.TargetHash)
+		b.gone.add(body.TargetHash, 1)
 	case pb.MessageType_MESSAGE_TYPE_REACTION_ADD, pb.MessageType_MESSAGE_TYPE_REACTION_REMOVE:
 		body := d.GetReactionBody()
 		if body == nil {
@@ -506,11 +768,16 @@ func (b *rows) addTyped(m *pb.Message, d *pb.MessageData, mark int16) (reason, d
 		if len(typ) > maxKeyBytes {
 			return "field_too_long", fmt.Sprintf("link type has %d bytes", len(typ))
 		}
-		start := len(b.int64s)
-		for _, f := range body.TargetFids {
-			b.int64s = append(b.int64s, int64(f))
+		start := len(b.arena)
+		a := append(b.arena, '{')
+		for i, f := range body.TargetFids {
+			if i > 0 {
+				a = append(a, ',')
+			}
+			a = appendUint(a, f)
 		}
-		b.compacts = append(b.compacts, compactRow{hash: m.Hash, fid: fid, ts: ts, typ: typ, targets: b.int64s[start:len(b.int64s):len(b.int64s)]})
+		b.arena = append(a, '}')
+		b.compacts = append(b.compacts, compactRow{hash: m.Hash, fid: fid, ts: ts, typ: typ, targets: b.arena[start:len(b.arena):len(b.arena)]})
 	case pb.MessageType_MESSAGE_TYPE_VERIFICATION_ADD_ETH_ADDRESS:
 		body := d.GetVerificationAddAddressBody()
 		if body == nil {
@@ -735,4 +1002,161 @@ func (b *rows) addOnchain(ev *pb.HubEvent, e *pb.OnChainEvent) {
 		r.tierType, r.forDays, r.payer = int16(s.TierType), int64(s.ForDays), nonNil(s.Payer)
 	}
 	b.onchain = append(b.onchain, r)
+}
+
+// encodeSource encodes the batch's rows of s as its column arrays.
+func (b *rows) encodeSource(s *source) {
+	e := &b.srcEnc[s.id]
+	e.begin(true, len(s.cols))
+	switch s.id {
+	case idMarks:
+		encodeAll(e, b.marks)
+	case idMessages:
+		// After copyDirect only the marked ones are left to merge.
+		for i := range b.messages {
+			if m := &b.messages[i]; b.copiedMessages <= 0 || b.markedHashes.has(m.hash) {
+				m.encode(e)
+			}
+		}
+	case idMessageHashes:
+		// The messages copyDirect stored.
+		for i := range b.messages {
+			if m := &b.messages[i]; !b.markedHashes.has(m.hash) {
+				e.row(1)
+				e.bytea(m.hash)
+			}
+		}
+	case idCasts:
+		for i := range b.casts {
+			if c := &b.casts[i]; b.copiedCasts <= 0 || !b.castIsNew(c) {
+				c.encode(e)
+			}
+		}
+	case idCopiedCasts:
+		for i := range b.casts {
+			if c := &b.casts[i]; b.castIsNew(c) {
+				e.row(1)
+				e.bytea(c.hash)
+			}
+		}
+	case idCastHashes:
+		for i := range b.casts {
+			e.row(1)
+			e.bytea(b.casts[i].hash)
+		}
+	case idCastRemoves:
+		encodeAll(e, b.castRemoves)
+	case idReactions:
+		encodeAll(e, b.reactions)
+	case idLinks:
+		encodeAll(e, b.links)
+	case idCompacts:
+		encodeAll(e, b.compacts)
+	case idVerifications:
+		encodeAll(e, b.verifications)
+	case idUserData:
+		encodeAll(e, b.userData)
+	case idProofs:
+		encodeAll(e, b.proofs)
+	case idLends:
+		encodeAll(e, b.lends)
+	case idOnchain:
+		encodeAll(e, b.onchain)
+	}
+	b.arrays[s.id] = e.arrays(s.oids)
+}
+
+func encodeAll[T any, P encoder[T]](e *fieldEnc, rs []T) {
+	for i := range rs {
+		P(&rs[i]).encode(e)
+	}
+}
+
+const (
+	rootPending uint8 = iota
+	rootVisiting
+	rootDone
+)
+
+// resolveRoots finds the thread root of each reply whose chain of parents
+// this batch holds up to a root cast; a chain leaving the batch records its
+// first outside ancestor (top) for the merge to look up. Replies in one
+// batch then need no recursive query, and each is written once.
+func (b *rows) resolveRoots() {
+	n := len(b.casts)
+	if n == 0 {
+		return
+	}
+	if b.castAt == nil {
+		b.castAt = make(map[[20]byte]int32, n)
+	}
+	clear(b.castAt)
+	for i := range b.casts {
+		if h := b.casts[i].hash; len(h) == 20 {
+			b.castAt[[20]byte(h)] = int32(i)
+		}
+	}
+	if cap(b.rootState) < n {
+		b.rootState = make([]uint8, n)
+	}
+	b.rootState = b.rootState[:n]
+	clear(b.rootState)
+	for i := range b.casts {
+		b.resolveRoot(int32(i))
+	}
+}
+
+func (b *rows) parentIndex(c *castRow) (int32, bool) {
+	if len(c.parentHash) != 20 {
+		return 0, false
+	}
+	p, ok := b.castAt[[20]byte(c.parentHash)]
+	return p, ok
+}
+
+func (b *rows) resolveRoot(i int32) {
+	path := b.rootPath[:0]
+	j := i
+	cycle := false
+walk:
+	for {
+		c := &b.casts[j]
+		switch b.rootState[j] {
+		case rootDone:
+			break walk
+		case rootVisiting:
+			// Hashes are not checked in every validation mode, so a
+			// hostile batch can make parents loop.
+			cycle = true
+			break walk
+		}
+		if c.parentHash == nil {
+			b.rootState[j] = rootDone
+			break
+		}
+		p, ok := b.parentIndex(c)
+		if !ok {
+			c.top = c.parentHash
+			b.rootState[j] = rootDone
+			break
+		}
+		b.rootState[j] = rootVisiting
+		path = append(path, j)
+		j = p
+	}
+	for k := len(path) - 1; k >= 0; k-- {
+		c := &b.casts[path[k]]
+		b.rootState[path[k]] = rootDone
+		if cycle {
+			continue
+		}
+		p, _ := b.parentIndex(c)
+		par := &b.casts[p]
+		if par.parentHash == nil {
+			c.rootFid, c.rootHash, c.rootURL = par.fid, par.hash, par.parentURL
+		} else {
+			c.rootFid, c.rootHash, c.rootURL, c.top = par.rootFid, par.rootHash, par.rootURL, par.top
+		}
+	}
+	b.rootPath = path
 }

@@ -21,15 +21,33 @@ type SearchResult struct {
 }
 
 // searchSQL orders by the indexed expression alone, so the planner walks the
-// HNSW index; liveness is filtered on the rows it yields.
+// HNSW index and joins each candidate to its cast; deleted casts are
+// filtered out as they come. With iterative scans on, the index scan goes on
+// past ef_search candidates until limit live casts are found, in roughly
+// ascending distance (relaxed order), so the outer query sorts them exactly.
 const searchSQL = `
-SELECT hash, fid, text, "timestamp", embedding <=> $1::float4[]::vector AS distance
-FROM casts
-WHERE deleted_at IS NULL AND embedding IS NOT NULL
-ORDER BY embedding <=> $1::float4[]::vector
-LIMIT $2`
+WITH nearest AS MATERIALIZED (
+    SELECT c.hash, c.fid, c.text, c."timestamp", e.embedding <=> $1::float4[]::vector AS distance
+    FROM cast_embeddings e JOIN casts c ON c.hash = e.hash
+    WHERE c.deleted_at IS NULL
+    ORDER BY e.embedding <=> $1::float4[]::vector
+    LIMIT $2
+)
+SELECT hash, fid, text, "timestamp", distance FROM nearest ORDER BY distance`
 
-// Search returns the live casts nearest to query by cosine distance.
+// maxEFSearch is pgvector's upper bound for hnsw.ef_search.
+const maxEFSearch = 1000
+
+// searchSettings makes the transaction's HNSW scans iterative and at least
+// as wide as limit (pgvector's default ef_search is 40).
+func searchSettings(limit int) string {
+	ef := min(max(40, limit), maxEFSearch)
+	return fmt.Sprintf("SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = %d", ef)
+}
+
+// Search returns the live casts nearest to query by cosine distance. Casts
+// are searchable once the indexer (RunIndexer) has moved their embeddings
+// into cast_embeddings.
 func Search(ctx context.Context, pool *pgxpool.Pool, e Embedder, query string, limit int) ([]SearchResult, error) {
 	if limit <= 0 {
 		return nil, nil
@@ -42,18 +60,25 @@ func Search(ctx context.Context, pool *pgxpool.Pool, e Embedder, query string, l
 		// Nothing searchable in the query: no cast is near it.
 		return nil, nil
 	}
-	rows, err := pool.Query(ctx, searchSQL, vecs[0], limit)
-	if err != nil {
-		return nil, fmt.Errorf("sink: search: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (SearchResult, error) {
-		var s SearchResult
-		var text *string
-		err := r.Scan(&s.Hash, &s.Fid, &text, &s.Timestamp, &s.Distance)
-		if text != nil {
-			s.Text = *text
+	var out []SearchResult
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, searchSettings(limit)); err != nil {
+			return fmt.Errorf("set scan options: %w", err)
 		}
-		return s, err
+		rows, err := tx.Query(ctx, searchSQL, vecs[0], limit)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (SearchResult, error) {
+			var s SearchResult
+			var text *string
+			err := r.Scan(&s.Hash, &s.Fid, &text, &s.Timestamp, &s.Distance)
+			if text != nil {
+				s.Text = *text
+			}
+			return s, err
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sink: search: %w", err)
@@ -61,55 +86,58 @@ func Search(ctx context.Context, pool *pgxpool.Pool, e Embedder, query string, l
 	return out, nil
 }
 
-// FillEmbeddings embeds live casts stored without a vector, batchSize at a
+// FillEmbeddings embeds live casts that have no embedding, batchSize at a
 // time, until none is left or ctx ends; it returns how many it embedded.
 // Run it beside a Writer that has no inline embedder so that a slow model
-// never holds up ingestion. Casts whose text yields no vector are passed
-// over, not retried, within one call.
+// never holds up ingestion. It writes to cast_embeddings directly: it is off
+// the write path already, and a cast it has embedded is then known to have
+// a vector. Casts whose text yields no vector are passed over, not retried,
+// within one call.
 func FillEmbeddings(ctx context.Context, pool *pgxpool.Pool, e Embedder, batchSize int) (int, error) {
 	if batchSize <= 0 {
 		batchSize = 256
 	}
-	var dims int
-	err := pool.QueryRow(ctx, `SELECT atttypmod FROM pg_attribute WHERE attrelid = 'casts'::regclass AND attname = 'embedding'`).Scan(&dims)
+	dims, err := embeddingDims(ctx, pool)
 	if err != nil {
-		return 0, fmt.Errorf("sink: fill embeddings: read dimensions: %w", err)
+		return 0, fmt.Errorf("sink: fill embeddings: %w", err)
 	}
 	if e.Dimensions() != dims {
-		return 0, fmt.Errorf("sink: fill embeddings: embedder makes %d-dimensional vectors, casts.embedding holds %d", e.Dimensions(), dims)
+		return 0, fmt.Errorf("sink: fill embeddings: embedder makes %d-dimensional vectors, cast_embeddings holds %d", e.Dimensions(), dims)
 	}
 	total := 0
 	after := []byte{}
+	var batch []embeddingRow
 	for {
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
 		rows, err := pool.Query(ctx, `
-			SELECT hash, text FROM casts
-			WHERE embedding IS NULL AND deleted_at IS NULL AND text <> '' AND hash > $1
-			ORDER BY hash LIMIT $2`, after, batchSize)
+			SELECT c.hash, c.fid, c.text FROM casts c
+			WHERE c.deleted_at IS NULL AND c.text <> '' AND c.hash > $1
+			  AND NOT EXISTS (SELECT 1 FROM cast_embeddings e WHERE e.hash = c.hash)
+			ORDER BY c.hash LIMIT $2`, after, batchSize)
 		if err != nil {
 			return total, fmt.Errorf("sink: fill embeddings: select: %w", err)
 		}
-		var hashes [][]byte
+		batch = batch[:0]
 		var texts []string
 		for rows.Next() {
-			var h []byte
+			var r embeddingRow
 			var t string
-			if err := rows.Scan(&h, &t); err != nil {
+			if err := rows.Scan(&r.hash, &r.fid, &t); err != nil {
 				rows.Close()
 				return total, fmt.Errorf("sink: fill embeddings: select: %w", err)
 			}
-			hashes = append(hashes, h)
+			batch = append(batch, r)
 			texts = append(texts, t)
 		}
 		if err := rows.Err(); err != nil {
 			return total, fmt.Errorf("sink: fill embeddings: select: %w", err)
 		}
-		if len(hashes) == 0 {
+		if len(batch) == 0 {
 			return total, nil
 		}
-		after = hashes[len(hashes)-1]
+		after = batch[len(batch)-1].hash
 		vecs, err := e.Embed(ctx, texts)
 		if err != nil {
 			return total, fmt.Errorf("sink: fill embeddings: embed: %w", err)
@@ -117,18 +145,17 @@ func FillEmbeddings(ctx context.Context, pool *pgxpool.Pool, e Embedder, batchSi
 		if len(vecs) != len(texts) {
 			return total, errors.New("sink: fill embeddings: embedder returned the wrong number of vectors")
 		}
-		var upHashes [][]byte
-		var upVecs [][]float32
+		keep := batch[:0]
 		for i, v := range vecs {
 			if len(v) == dims && !zero(v) {
-				upHashes = append(upHashes, hashes[i])
-				upVecs = append(upVecs, v)
+				batch[i].vec = v
+				keep = append(keep, batch[i])
 			}
 		}
-		if len(upHashes) == 0 {
+		if len(keep) == 0 {
 			continue
 		}
-		n, err := updateEmbeddings(ctx, pool, upHashes, upVecs)
+		n, err := insertEmbeddings(ctx, pool, keep)
 		if err != nil {
 			return total, err
 		}
@@ -136,9 +163,21 @@ func FillEmbeddings(ctx context.Context, pool *pgxpool.Pool, e Embedder, batchSi
 	}
 }
 
-// updateEmbeddings COPYs vectors into a staging table and sets them in one
-// statement; embedding IS NULL keeps a vector a writer stored meanwhile.
-func updateEmbeddings(ctx context.Context, pool *pgxpool.Pool, hashes [][]byte, vecs [][]float32) (int, error) {
+const fillStagingDDL = `CREATE TEMP TABLE IF NOT EXISTS wp_stage_fill (hash bytea, fid int8, embedding vector) ON COMMIT DELETE ROWS`
+
+var copyFill = newCopyTarget("wp_stage_fill", []string{"hash", "fid", "embedding"})
+
+// sqlFill stores vectors for casts still live; a vector stored meanwhile
+// (by the indexer or another filler) is kept.
+const sqlFill = `
+INSERT INTO cast_embeddings (hash, fid, embedding)
+SELECT s.hash, s.fid, s.embedding FROM wp_stage_fill s JOIN casts c ON c.hash = s.hash
+WHERE c.deleted_at IS NULL
+ON CONFLICT (hash) DO NOTHING`
+
+// insertEmbeddings COPYs vectors into a staging table and stores them in
+// one statement.
+func insertEmbeddings(ctx context.Context, pool *pgxpool.Pool, rs []embeddingRow) (int, error) {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("sink: fill embeddings: acquire: %w", err)
@@ -149,17 +188,16 @@ func updateEmbeddings(ctx context.Context, pool *pgxpool.Pool, hashes [][]byte, 
 		return 0, fmt.Errorf("sink: fill embeddings: begin: %w", err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
-	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS wp_stage_fill (hash bytea, embedding float4[]) ON COMMIT DELETE ROWS`); err != nil {
+	if _, err := tx.Exec(ctx, fillStagingDDL); err != nil {
 		return 0, fmt.Errorf("sink: fill embeddings: staging: %w", err)
 	}
-	_, err = tx.CopyFrom(ctx, pgx.Identifier{"wp_stage_fill"}, []string{"hash", "embedding"},
-		pgx.CopyFromSlice(len(hashes), func(i int) ([]any, error) { return []any{hashes[i], vecs[i]}, nil }))
-	if err != nil {
-		return 0, fmt.Errorf("sink: fill embeddings: copy: %w", err)
+	var enc fieldEnc
+	if err := copyRows[embeddingRow](ctx, conn.Conn().PgConn(), &enc, copyFill, rs); err != nil {
+		return 0, fmt.Errorf("sink: fill embeddings: %w", err)
 	}
-	ct, err := tx.Exec(ctx, `UPDATE casts c SET embedding = s.embedding::vector FROM wp_stage_fill s WHERE c.hash = s.hash AND c.embedding IS NULL`)
+	ct, err := tx.Exec(ctx, sqlFill)
 	if err != nil {
-		return 0, fmt.Errorf("sink: fill embeddings: update: %w", err)
+		return 0, fmt.Errorf("sink: fill embeddings: insert: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("sink: fill embeddings: commit: %w", err)

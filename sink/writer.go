@@ -5,10 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
-	"sync"
+	"runtime"
+	"sync/atomic"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -30,9 +29,10 @@ type embedInto interface {
 // WriterOption configures a Writer.
 type WriterOption func(*Writer)
 
-// WithEmbedder computes embeddings of new casts inline, in the batch that
-// stores them. Use it for fast embedders; for slow ones leave it out and
-// run FillEmbeddings beside the writer.
+// WithEmbedder computes embeddings of new casts inline and stores them in
+// the batch's transaction, queued for RunIndexer to make searchable. Use it
+// for fast embedders; for slow ones leave it out and run FillEmbeddings
+// beside the writer.
 func WithEmbedder(e Embedder) WriterOption { return func(w *Writer) { w.embedder = e } }
 
 // WithWriteMessages turns the messages table (every message's raw bytes) on
@@ -50,8 +50,36 @@ type Writer struct {
 	writeMessages bool
 	log           *slog.Logger
 	dims          int
-	rowsPool      sync.Pool // *rows
+	// free keeps staged batches for reuse with their grown buffers, which
+	// a sync.Pool would drop at every garbage collection.
+	free chan *rows
+
+	// Fast-path state of the tables COPYed into directly.
+	messagesCopy, castsCopy optimist
 }
+
+// optimist decides whether to try a direct COPY into a table. After a COPY
+// meets a stored row, the next batches skip the attempt, for exponentially
+// longer after repeated failures; a success resets the backoff.
+type optimist struct {
+	skip, backoff atomic.Int32
+}
+
+func (o *optimist) try() bool {
+	if o.skip.Load() > 0 {
+		o.skip.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (o *optimist) failed() {
+	n := min(max(2*o.backoff.Load(), 1), maxCopyBackoff)
+	o.backoff.Store(n)
+	o.skip.Store(n)
+}
+
+func (o *optimist) succeeded() { o.backoff.Store(0) }
 
 // WriteResult says what one Write stored.
 type WriteResult struct {
@@ -78,13 +106,14 @@ func NewWriter(ctx context.Context, pool *pgxpool.Pool, opts ...WriterOption) (*
 	for _, o := range opts {
 		o(w)
 	}
-	w.rowsPool.New = func() any { return &rows{} }
-	err := pool.QueryRow(ctx, `SELECT atttypmod FROM pg_attribute WHERE attrelid = 'casts'::regclass AND attname = 'embedding'`).Scan(&w.dims)
+	w.free = make(chan *rows, runtime.GOMAXPROCS(0))
+	dims, err := embeddingDims(ctx, pool)
 	if err != nil {
-		return nil, fmt.Errorf("sink: read casts.embedding dimensions (is the schema migrated?): %w", err)
+		return nil, err
 	}
+	w.dims = dims
 	if w.embedder != nil && w.embedder.Dimensions() != w.dims {
-		return nil, fmt.Errorf("sink: embedder makes %d-dimensional vectors, casts.embedding holds %d", w.embedder.Dimensions(), w.dims)
+		return nil, fmt.Errorf("sink: embedder makes %d-dimensional vectors, cast_embeddings holds %d", w.embedder.Dimensions(), w.dims)
 	}
 	return w, nil
 }
@@ -104,13 +133,24 @@ func (w *Writer) Write(ctx context.Context, events []*pb.HubEvent) (WriteResult,
 }
 
 func (w *Writer) writeSplit(ctx context.Context, events []*pb.HubEvent, res *WriteResult) error {
-	b := w.rowsPool.Get().(*rows)
-	defer w.rowsPool.Put(b)
+	var b *rows
+	select {
+	case b = <-w.free:
+	default:
+		b = &rows{}
+	}
+	defer func() {
+		select {
+		case w.free <- b:
+		default:
+		}
+	}()
 	b.reset()
 	b.writeMessages = w.writeMessages
 	for _, ev := range events {
 		b.add(ev)
 	}
+	b.resolveRoots()
 	part := WriteResult{Rows: make(map[string]int64)}
 	err := w.commit(ctx, b, &part)
 	if err == nil {
@@ -153,290 +193,325 @@ func (r *WriteResult) add(o *WriteResult) {
 // connection or the server: only those are worth bisecting the batch for.
 func isDataError(err error) bool {
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		switch pe.Code[:2] {
-		case "22", "23", "54", "2F":
-			return true
-		}
+	if !errors.As(err, &pe) {
 		return false
 	}
-	// Values pgx cannot encode fail on the client before reaching the server.
-	var se interface{ SafeToRetry() bool }
-	if errors.As(err, &se) {
-		return false
-	}
-	return strings.Contains(err.Error(), "unable to encode") || strings.Contains(err.Error(), "cannot encode")
-}
-
-const stagingKey = "waypoint.sink.staging"
-
-func ensureStaging(ctx context.Context, conn *pgx.Conn) error {
-	data := conn.PgConn().CustomData()
-	if data[stagingKey] == true {
-		return nil
-	}
-	if err := registerVector(ctx, conn); err != nil {
-		return err
-	}
-	if _, err := conn.Exec(ctx, stagingDDL); err != nil {
-		return fmt.Errorf("sink: create staging tables: %w", err)
-	}
-	data[stagingKey] = true
-	return nil
-}
-
-// source feeds a slice of staging rows to CopyFrom without boxing values.
-type source[T any, P interface {
-	*T
-	fill([]any)
-}] struct {
-	rows []T
-	i    int
-	vals []any
-}
-
-func (s *source[T, P]) Next() bool {
-	if s.i < len(s.rows) {
-		s.i++
+	switch pe.Code[:2] {
+	case "22", "23", "54", "2F":
 		return true
 	}
 	return false
 }
 
-func (s *source[T, P]) Values() ([]any, error) {
-	P(&s.rows[s.i-1]).fill(s.vals)
-	return s.vals, nil
-}
-
-func (s *source[T, P]) Err() error { return nil }
-
-func copyRows[T any, P interface {
-	*T
-	fill([]any)
-}](ctx context.Context, tx pgx.Tx, table string, cols []string, rs []T) error {
-	if len(rs) == 0 {
-		return nil
-	}
-	src := &source[T, P]{rows: rs, vals: make([]any, len(cols))}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{table}, cols, src); err != nil {
-		return fmt.Errorf("sink: copy into %s: %w", table, err)
-	}
-	return nil
-}
-
-type stmt struct {
-	table string
-	sql   string
-}
-
 func (w *Writer) commit(ctx context.Context, b *rows, res *WriteResult) error {
-	if err := w.embed(ctx, b, res); err != nil {
-		return err
+	// Embeddings are computed while the server takes the direct COPYs:
+	// embed writes only b.embeddings and b.vectors, which copyDirect does
+	// not touch.
+	done := make(chan error, 1)
+	go func() {
+		n, err := w.embed(ctx, b)
+		res.Embedded += n
+		done <- err
+	}()
+	var embedErr error
+	waited := false
+	embedded := func() error {
+		if !waited {
+			embedErr, waited = <-done, true
+		}
+		return embedErr
 	}
+	err := w.store(ctx, b, res, embedded)
+	embedded() // b is reused once commit returns
+	return err
+}
+
+// store writes b in one transaction; embedded waits for the batch's
+// embeddings and returns embed's error.
+func (w *Writer) store(ctx context.Context, b *rows, res *WriteResult, embedded func() error) error {
 	conn, err := w.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("sink: acquire connection: %w", err)
 	}
 	defer conn.Release()
-	if err := ensureStaging(ctx, conn.Conn()); err != nil {
-		return err
-	}
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("sink: begin: %w", err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
 
-	if err := w.copyAll(ctx, tx, b); err != nil {
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "42P01" {
-			// Staging tables gone (DISCARD, a proxy): recreate on the next try.
-			delete(conn.Conn().PgConn().CustomData(), stagingKey)
-		}
+	pg := conn.Conn().PgConn()
+	if err := w.copyDirect(ctx, pg, b); err != nil {
 		return err
 	}
-	stmts := w.statements(b)
-	if len(stmts) > 0 {
-		batch := &pgx.Batch{}
-		for _, s := range stmts {
-			batch.Queue(s.sql)
-		}
-		br := tx.SendBatch(ctx, batch)
-		for _, s := range stmts {
-			ct, err := br.Exec()
-			if err != nil {
-				br.Close()
-				return fmt.Errorf("sink: merge into %s: %w", s.table, err)
-			}
-			res.Rows[s.table] += ct.RowsAffected()
-		}
-		if err := br.Close(); err != nil {
-			return fmt.Errorf("sink: merge: %w", err)
-		}
+	if err := embedded(); err != nil {
+		return err
 	}
-	if err := copyRows[deadLetterRow](ctx, tx, "dead_letters", colsDeadLetters, b.dead); err != nil {
+	if err := copyRows[embeddingRow](ctx, pg, &b.enc, copyEmbeddings, b.embeddings); err != nil {
+		return err
+	}
+	if err := w.merge(ctx, pg, b, res); err != nil {
+		return err
+	}
+	if err := copyRows[deadLetterRow](ctx, pg, &b.enc, copyDeadLetters, b.dead); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("sink: commit: %w", err)
 	}
+	res.Rows["messages"] += int64(max(b.copiedMessages, 0))
+	res.Rows["casts"] += int64(max(b.copiedCasts, 0))
 	res.Messages += len(b.messages)
 	res.DeadLetters += len(b.dead)
 	res.Skipped += b.skipped
 	return nil
 }
 
-func (w *Writer) copyAll(ctx context.Context, tx pgx.Tx, b *rows) error {
-	for _, err := range []error{
-		copyRows[markRow](ctx, tx, "wp_stage_marks", colsMarks, b.marks),
-		copyRows[messageRow](ctx, tx, "wp_stage_messages", colsMessages, b.messages),
-		copyRows[castRow](ctx, tx, "wp_stage_casts", colsCasts, b.casts),
-		copyRows[castRemoveRow](ctx, tx, "wp_stage_cast_removes", colsCastRemoves, b.castRemoves),
-		copyRows[reactionRow](ctx, tx, "wp_stage_reactions", colsReactions, b.reactions),
-		copyRows[linkRow](ctx, tx, "wp_stage_links", colsLinks, b.links),
-		copyRows[compactRow](ctx, tx, "wp_stage_compacts", colsCompacts, b.compacts),
-		copyRows[verificationRow](ctx, tx, "wp_stage_verifications", colsVerifications, b.verifications),
-		copyRows[userDataRow](ctx, tx, "wp_stage_user_data", colsUserData, b.userData),
-		copyRows[proofRow](ctx, tx, "wp_stage_proofs", colsProofs, b.proofs),
-		copyRows[lendRow](ctx, tx, "wp_stage_lends", colsLends, b.lends),
-		copyRows[onchainRow](ctx, tx, "wp_stage_onchain", colsOnchain, b.onchain),
-	} {
-		// Evaluated eagerly in order; the first failure aborts the
-		// transaction, so later copies fail fast and only this one matters.
+// maxCopyBackoff bounds the batches copyDirect skips after a failure.
+const maxCopyBackoff = 64
+
+// copyDirect tries the fast path for the messages and casts tables, which
+// take most rows and bytes: COPY the batch's rows straight into them, at a
+// fraction of the cost of INSERT ... ON CONFLICT. It takes only rows that
+// are new unless redelivered: not messages or casts the batch marks (a
+// prune, revoke or merge-reported deletion usually carries a message stored
+// long before), nor casts it removes or whose thread root needs looking up.
+// The rest are left to the merge, which also takes every row of a table
+// whose COPY met a stored row.
+func (w *Writer) copyDirect(ctx context.Context, pg *pgconn.PgConn, b *rows) error {
+	var err error
+	if len(b.messages) > 0 && w.messagesCopy.try() {
+		b.copiedMessages, err = copyNew(ctx, pg, &b.enc, &w.messagesCopy, "wp_messages", copyMessages, func(e *fieldEnc) {
+			for i := range b.messages {
+				if m := &b.messages[i]; !b.markedHashes.has(m.hash) {
+					m.encodeStored(e)
+				}
+			}
+		})
 		if err != nil {
 			return err
 		}
+	}
+	if len(b.casts) > 0 && w.castsCopy.try() {
+		b.copiedCasts, err = copyNew(ctx, pg, &b.enc, &w.castsCopy, "wp_casts", copyCasts, func(e *fieldEnc) {
+			for i := range b.casts {
+				if c := &b.casts[i]; b.castIsNew(c) {
+					c.encodeStored(e)
+				}
+			}
+		})
+	}
+	return err
+}
+
+// copyNew COPYs the rows encode writes into t under a savepoint. Any row
+// already stored (a redelivery, a backfill overlapping live events, another
+// replica racing) fails the COPY with a unique violation, or a deadlock;
+// then the savepoint is rolled back and copyNew returns -1. Otherwise it
+// returns the rows stored.
+func copyNew(ctx context.Context, pg *pgconn.PgConn, e *fieldEnc, o *optimist, savepoint string, t copyTarget, encode func(*fieldEnc)) (int, error) {
+	e.begin(false, 0)
+	encode(e)
+	if e.rows == 0 {
+		return 0, nil
+	}
+	if _, err := pg.Exec(ctx, "SAVEPOINT "+savepoint).ReadAll(); err != nil {
+		return -1, fmt.Errorf("sink: savepoint: %w", err)
+	}
+	n, err := e.send(ctx, pg, t.sql)
+	var pe *pgconn.PgError
+	switch {
+	case err == nil:
+		o.succeeded()
+	case errors.As(err, &pe) && (pe.Code == "23505" || pe.Code == "40P01"):
+		// A stored row, or a replica COPYing the same new rows in
+		// another order.
+		o.failed()
+		n = -1
+		if _, err := pg.Exec(ctx, "ROLLBACK TO SAVEPOINT "+savepoint).ReadAll(); err != nil {
+			return -1, fmt.Errorf("sink: roll back to savepoint: %w", err)
+		}
+	default:
+		return -1, fmt.Errorf("sink: copy into %s: %w", t.table, err)
+	}
+	// Rows written under a savepoint carry its subtransaction id; later
+	// ones need not.
+	if _, err := pg.Exec(ctx, "RELEASE SAVEPOINT "+savepoint).ReadAll(); err != nil {
+		return -1, fmt.Errorf("sink: release savepoint: %w", err)
+	}
+	return int(n), nil
+}
+
+// merge runs the batch's merge statements in one pipelined round trip,
+// each as an unnamed statement with its sources' arrays as parameters, so
+// each is planned for the tables as they are now and for the rows it is
+// given. (Prepared statements would keep plans made when the tables were
+// small, a fresh database or a first tiny batch, and go on seq-scanning them
+// once they are large.) JIT is off because these statements are short and
+// set-based: compiling them takes longer than running them.
+func (w *Writer) merge(ctx context.Context, pg *pgconn.PgConn, b *rows, res *WriteResult) error {
+	stmts := w.statements(b)
+	if len(stmts) == 0 {
+		return nil
+	}
+	var encoded [numSources]bool
+	for _, m := range stmts {
+		for _, s := range m.sources {
+			if !encoded[s.id] {
+				b.encodeSource(s)
+				encoded[s.id] = true
+			}
+		}
+	}
+	batch := &pgconn.Batch{}
+	batch.ExecParams("SET LOCAL jit = off", nil, nil, nil, nil)
+	for _, m := range stmts {
+		params := b.params[:0]
+		for _, s := range m.sources {
+			params = append(params, b.arrays[s.id]...)
+		}
+		b.params = params
+		batch.ExecParams(m.sql, params, m.oids, m.formats, nil)
+	}
+	mrr := pg.ExecBatch(ctx, batch)
+	i := -1 // the SET
+	for mrr.NextResult() {
+		ct, err := mrr.ResultReader().Close()
+		if err != nil {
+			break
+		}
+		if i >= 0 {
+			res.Rows[stmts[i].table] += ct.RowsAffected()
+		}
+		i++
+	}
+	if err := mrr.Close(); err != nil {
+		what := "merge"
+		if i >= 0 && i < len(stmts) {
+			what = "merge into " + stmts[i].table
+		}
+		return fmt.Errorf("sink: %s: %w", what, err)
 	}
 	return nil
 }
 
 // statements lists the merge statements the batch needs, in dependency
 // order: marks first, then stores, then marks applied to rows stored before.
-func (w *Writer) statements(b *rows) []stmt {
-	var s []stmt
+func (w *Writer) statements(b *rows) []*mergeStmt {
+	s := b.stmts[:0]
 	if len(b.marks) > 0 {
-		s = append(s, stmt{"message_marks", sqlMarks})
+		s = append(s, mergeMarks)
 	}
-	if len(b.messages) > 0 {
-		s = append(s, stmt{"messages", sqlMessages})
+	if b.copiedMessages > 0 {
+		s = append(s, mergeMessagesMarked)
 	}
-	if len(b.casts) > 0 {
-		s = append(s, stmt{"casts", sqlCasts})
+	if len(b.messages) > b.copiedMessages {
+		s = append(s, mergeMessages)
+	}
+	if b.copiedCasts > 0 {
+		s = append(s, mergeCastsMarked)
+	}
+	if len(b.casts) > b.copiedCasts {
+		s = append(s, mergeCasts)
 	}
 	if len(b.castRemoves) > 0 {
-		s = append(s, stmt{"casts", sqlCastRemoves})
+		s = append(s, mergeCastRemoves)
 	}
 	if len(b.casts) > 0 {
-		s = append(s, stmt{"casts", sqlRoots})
+		s = append(s, mergeOrphans)
 	}
 	if len(b.reactions) > 0 {
-		s = append(s, stmt{"reactions", sqlReactions})
+		s = append(s, mergeReactions)
 	}
 	if len(b.compacts) > 0 {
-		s = append(s, stmt{"link_compact_states", sqlCompacts})
+		s = append(s, mergeCompacts)
 	}
 	if len(b.links) > 0 {
-		s = append(s, stmt{"links", sqlLinks})
+		s = append(s, mergeLinks)
 	}
 	if len(b.compacts) > 0 {
-		s = append(s, stmt{"links", sqlCompactApply}, stmt{"link_compact_states", sqlCompactSupersede})
+		s = append(s, mergeCompactApply, mergeCompactSupsede)
 	}
 	if len(b.verifications) > 0 {
-		s = append(s, stmt{"verifications", sqlVerifications})
+		s = append(s, mergeVerifications)
 	}
 	if len(b.userData) > 0 {
-		s = append(s, stmt{"user_data", sqlUserData})
+		s = append(s, mergeUserData)
 	}
 	if len(b.proofs) > 0 {
-		s = append(s, stmt{"username_proofs", sqlProofs})
+		s = append(s, mergeProofs)
 	}
 	if len(b.lends) > 0 {
-		s = append(s, stmt{"lend_storage", sqlLends})
+		s = append(s, mergeLends)
 	}
 	if len(b.marks) > 0 {
-		for _, t := range markedTables {
-			if t == "messages" && !w.writeMessages {
-				continue
+		if w.writeMessages {
+			s = append(s, mergeApplyMarksMessages)
+		}
+		for t, m := range mergeApplyMarks {
+			if m != nil && b.marked&(1<<t) != 0 {
+				s = append(s, m)
 			}
-			s = append(s, stmt{t, applyMarksSQL[t]})
 		}
 	}
 	if len(b.onchain) > 0 {
-		s = append(s, stmt{"onchain_events", sqlOnchain})
-		for _, t := range sqlOnchainTyped {
-			s = append(s, stmt{t.table, t.sql})
-		}
-		s = append(s, stmt{"fids", sqlFids})
+		s = append(s, mergeOnchain...)
 	}
+	b.stmts = s
 	return s
 }
 
-var applyMarksSQL = func() map[string]string {
-	m := make(map[string]string, len(markedTables))
-	for _, t := range markedTables {
-		m[t] = fmt.Sprintf(sqlApplyMarks, t)
-	}
-	return m
-}()
-
 // embed computes vectors for the batch's casts that will be live: not
-// removed, pruned or revoked by this batch, with searchable text. A failing
-// embedder does not fail the batch: the casts are stored without vectors
-// for FillEmbeddings to complete.
-func (w *Writer) embed(ctx context.Context, b *rows, res *WriteResult) error {
+// removed, pruned or revoked by this batch, with searchable text. They are
+// queued for the indexer in the batch's transaction. A failing embedder does
+// not fail the batch: the casts are stored without vectors for
+// FillEmbeddings to complete.
+func (w *Writer) embed(ctx context.Context, b *rows) (int, error) {
+	b.embeddings = b.embeddings[:0]
 	if w.embedder == nil || len(b.casts) == 0 {
-		return nil
+		return 0, nil
 	}
 	d := w.dims
 	need := 0
 	for i := range b.casts {
-		c := &b.casts[i]
-		c.embedding = nil
-		if c.text == "" {
-			continue
+		if embeddable(b, &b.casts[i]) {
+			need++
 		}
-		if _, gone := b.gone[string(c.hash)]; gone {
-			continue
-		}
-		need++
 	}
 	if need == 0 {
-		return nil
+		return 0, nil
 	}
 	if cap(b.vectors) < need*d {
 		b.vectors = make([]float32, need*d)
 	}
 	vecs := b.vectors[:need*d]
-	into, fast := w.embedder.(embedInto)
-	var texts []string
-	var idx []int
-	k := 0
-	for i := range b.casts {
-		c := &b.casts[i]
-		if c.text == "" {
-			continue
-		}
-		if _, gone := b.gone[string(c.hash)]; gone {
-			continue
-		}
-		v := vecs[k*d : (k+1)*d : (k+1)*d]
-		k++
-		if fast {
+	if into, ok := w.embedder.(embedInto); ok {
+		k := 0
+		for i := range b.casts {
+			c := &b.casts[i]
+			if !embeddable(b, c) {
+				continue
+			}
+			v := vecs[k*d : (k+1)*d : (k+1)*d]
+			k++
 			if err := into.EmbedInto(c.text, v); err != nil {
 				w.log.Warn("sink: inline embedding failed; casts stored without vectors", "err", err)
-				return clearEmbeddings(b)
+				b.embeddings = b.embeddings[:0]
+				return 0, nil
 			}
 			if !zero(v) {
-				c.embedding = v
-				res.Embedded++
+				b.embeddings = append(b.embeddings, embeddingRow{hash: c.hash, fid: c.fid, vec: v})
 			}
-			continue
 		}
-		texts = append(texts, c.text)
-		idx = append(idx, i)
+		return len(b.embeddings), nil
 	}
-	if fast {
-		return nil
+	texts := make([]string, 0, need)
+	idx := make([]int, 0, need)
+	for i := range b.casts {
+		if embeddable(b, &b.casts[i]) {
+			texts = append(texts, b.casts[i].text)
+			idx = append(idx, i)
+		}
 	}
 	out, err := w.embedder.Embed(ctx, texts)
 	if err == nil && len(out) != len(texts) {
@@ -444,26 +519,21 @@ func (w *Writer) embed(ctx context.Context, b *rows, res *WriteResult) error {
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("sink: embed casts: %w", ctx.Err())
+			return 0, fmt.Errorf("sink: embed casts: %w", ctx.Err())
 		}
 		w.log.Warn("sink: inline embedding failed; casts stored without vectors", "err", err)
-		return clearEmbeddings(b)
+		return 0, nil
 	}
 	for j, i := range idx {
 		if len(out[j]) == d && !zero(out[j]) {
-			b.casts[i].embedding = out[j]
-			res.Embedded++
+			c := &b.casts[i]
+			b.embeddings = append(b.embeddings, embeddingRow{hash: c.hash, fid: c.fid, vec: out[j]})
 		}
 	}
-	return nil
+	return len(b.embeddings), nil
 }
 
-func clearEmbeddings(b *rows) error {
-	for i := range b.casts {
-		b.casts[i].embedding = nil
-	}
-	return nil
-}
+func embeddable(b *rows, c *castRow) bool { return c.text != "" && !b.gone.has(c.hash) }
 
 func zero(v []float32) bool {
 	for _, x := range v {
@@ -472,4 +542,14 @@ func zero(v []float32) bool {
 		}
 	}
 	return true
+}
+
+// embeddingDims reads the vector dimensions the schema stores.
+func embeddingDims(ctx context.Context, pool *pgxpool.Pool) (int, error) {
+	var dims int
+	err := pool.QueryRow(ctx, `SELECT atttypmod FROM pg_attribute WHERE attrelid = 'cast_embeddings'::regclass AND attname = 'embedding'`).Scan(&dims)
+	if err != nil {
+		return 0, fmt.Errorf("sink: read cast_embeddings dimensions (is the schema migrated?): %w", err)
+	}
+	return dims, nil
 }

@@ -1,39 +1,206 @@
 package sink
 
-// Staging tables live per connection (temporary, emptied at every commit).
-// Their rows are the batch as COPYed; the merge statements below read them.
-const stagingDDL = `
-CREATE TEMP TABLE IF NOT EXISTS wp_stage_messages (hash bytea, fid int8, type int2, ts timestamptz, hash_scheme int2, signature_scheme int2, signer bytea, raw bytea) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS wp_stage_marks (hash bytea, kind int2) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS wp_stage_casts (hash bytea, fid int8, ts timestamptz, parent_fid int8, parent_hash bytea, parent_url text, text text, embeds text, mentions text, mentions_positions text, type int2, embedding vector) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS wp_stage_cast_removes (hash bytea, fid int8, ts timestamptz, target_hash bytea) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS wp_stage_reactions (hash bytea, fid int8, ts timestamptz, is_remove bool, type int2, target_cast_fid int8, target_cast_hash bytea, target_url text) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS wp_stage_links (hash bytea, fid int8, ts timestamptz, is_remove bool, type text, target_fid int8, display_timestamp timestamptz) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS wp_stage_compacts (hash bytea, fid int8, ts timestamptz, type text, target_fids int8[]) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS wp_stage_verifications (hash bytea, fid int8, ts timestamptz, is_remove bool, signer_address bytea, block_hash bytea, signature bytea, protocol int2, verification_type int2, chain_id int8) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS wp_stage_user_data (hash bytea, fid int8, ts timestamptz, type int2, value text) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS wp_stage_proofs (username text, fid int8, ts timestamptz, type int2, owner bytea, signature bytea, is_deletion bool) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS wp_stage_lends (hash bytea, fid int8, ts timestamptz, to_fid int8, num_units int8, unit_type int2) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS wp_stage_onchain (type int2, chain_id int8, block_number int8, block_hash bytea, block_timestamp timestamptz, tx_hash bytea, log_index int4, tx_index int4, fid int8, version int4, raw bytea,
-  key bytea, key_type int2, event_type int2, metadata bytea, metadata_type int2, migrated_at int8, to_address bytea, from_address bytea, recovery_address bytea, payer bytea, units int8, expiry int8, tier_type int2, for_days int8) ON COMMIT DELETE ROWS;
-`
+import (
+	"fmt"
+	"strings"
 
-var (
-	colsMessages      = []string{"hash", "fid", "type", "ts", "hash_scheme", "signature_scheme", "signer", "raw"}
-	colsMarks         = []string{"hash", "kind"}
-	colsCasts         = []string{"hash", "fid", "ts", "parent_fid", "parent_hash", "parent_url", "text", "embeds", "mentions", "mentions_positions", "type", "embedding"}
-	colsCastRemoves   = []string{"hash", "fid", "ts", "target_hash"}
-	colsReactions     = []string{"hash", "fid", "ts", "is_remove", "type", "target_cast_fid", "target_cast_hash", "target_url"}
-	colsLinks         = []string{"hash", "fid", "ts", "is_remove", "type", "target_fid", "display_timestamp"}
-	colsCompacts      = []string{"hash", "fid", "ts", "type", "target_fids"}
-	colsVerifications = []string{"hash", "fid", "ts", "is_remove", "signer_address", "block_hash", "signature", "protocol", "verification_type", "chain_id"}
-	colsUserData      = []string{"hash", "fid", "ts", "type", "value"}
-	colsProofs        = []string{"username", "fid", "ts", "type", "owner", "signature", "is_deletion"}
-	colsLends         = []string{"hash", "fid", "ts", "to_fid", "num_units", "unit_type"}
-	colsOnchain       = []string{"type", "chain_id", "block_number", "block_hash", "block_timestamp", "tx_hash", "log_index", "tx_index", "fid", "version", "raw",
-		"key", "key_type", "event_type", "metadata", "metadata_type", "migrated_at", "to_address", "from_address", "recovery_address", "payer", "units", "expiry", "tier_type", "for_days"}
-	colsDeadLetters = []string{"source", "reason", "detail", "shard", "event_id", "message_hash", "raw"}
+	pb "github.com/waypointhq/waypoint/proto"
 )
+
+// A source is one kind of staged row: the batch's rows of that kind travel
+// as one binary array parameter per column, and a merge statement reads
+// them back as a CTE over unnest. Nothing is written to the server before
+// the merge, and the planner, which sees the arrays as constants, knows how
+// many rows each holds. The writer stages each message once per batch
+// (rows.seen), so merges keyed by message hash need no deduplication.
+type source struct {
+	id   int
+	name string
+	cols []column
+	oids []uint32 // element type of each column, in order
+}
+
+type column struct {
+	name string
+	typ  string
+	arr  uint32 // OID of the column's array type
+}
+
+// Element and array type OIDs of the built-in types staged.
+var pgTypes = map[string][2]uint32{
+	"bytea": {17, 1001}, "int8": {20, 1016}, "int2": {21, 1005}, "int4": {23, 1007},
+	"text": {25, 1009}, "bool": {16, 1000}, "timestamptz": {1184, 1185},
+}
+
+// Source ids, which index the batch's encoded arrays.
+const (
+	idMarks = iota
+	idMessages
+	idMessageHashes
+	idCasts
+	idCastHashes
+	idCopiedCasts
+	idCastRemoves
+	idReactions
+	idLinks
+	idCompacts
+	idVerifications
+	idUserData
+	idProofs
+	idLends
+	idOnchain
+	numSources
+)
+
+// newSource defines a source from "name type" column specs.
+func newSource(id int, name string, specs ...string) *source {
+	s := &source{id: id, name: name}
+	for _, spec := range specs {
+		n, typ, _ := strings.Cut(spec, " ")
+		t, ok := pgTypes[typ]
+		if !ok {
+			// A definition in this file is wrong: a build defect.
+			panic("sink: unknown staging type " + typ)
+		}
+		s.cols = append(s.cols, column{name: n, typ: typ, arr: t[1]})
+		s.oids = append(s.oids, t[0])
+	}
+	return s
+}
+
+// cte returns the source as a CTE whose parameters start at $first.
+func (s *source) cte(first int) string {
+	var names, args []string
+	for i, c := range s.cols {
+		names = append(names, c.name)
+		args = append(args, fmt.Sprintf("$%d::%s[]", first+i, c.typ))
+	}
+	return fmt.Sprintf("%s (%s) AS (SELECT * FROM unnest(%s))", s.name, strings.Join(names, ", "), strings.Join(args, ", "))
+}
+
+// Row encode methods write the columns in these orders.
+var (
+	srcMarks    = newSource(idMarks, "s_marks", "hash bytea", "kind int2", "tbl int2")
+	srcMessages = newSource(idMessages, "s_messages", "hash bytea", "fid int8", "type int2", "ts timestamptz", "hash_scheme int2",
+		"signature_scheme int2", "signer bytea", "raw bytea")
+	srcCasts = newSource(idCasts, "s_casts", "hash bytea", "fid int8", "ts timestamptz", "parent_fid int8", "parent_hash bytea",
+		"parent_url text", "text text", "embeds text", "mentions text", "mentions_positions text", "type int2",
+		"root_fid int8", "root_hash bytea", "root_url text", "top bytea")
+	// Marking messages COPYed straight in needs only their hashes, and the
+	// orphan walk only the casts'.
+	srcMessageHashes = newSource(idMessageHashes, "s_message_hashes", "hash bytea")
+	srcCopiedCasts   = newSource(idCopiedCasts, "s_copied_casts", "hash bytea")
+	srcCastHashes    = newSource(idCastHashes, "s_cast_hashes", "hash bytea")
+	srcCastRemoves   = newSource(idCastRemoves, "s_cast_removes", "hash bytea", "fid int8", "ts timestamptz", "target_hash bytea")
+	srcReactions     = newSource(idReactions, "s_reactions", "hash bytea", "fid int8", "ts timestamptz", "is_remove bool", "type int2",
+		"target_cast_fid int8", "target_cast_hash bytea", "target_url text")
+	srcLinks = newSource(idLinks, "s_links", "hash bytea", "fid int8", "ts timestamptz", "is_remove bool", "type text",
+		"target_fid int8", "display_timestamp timestamptz")
+	// target_fids travel as int8[] literals: unnest cannot return arrays
+	// of differing lengths from one two-dimensional array.
+	srcCompacts      = newSource(idCompacts, "s_compacts", "hash bytea", "fid int8", "ts timestamptz", "type text", "target_fids text")
+	srcVerifications = newSource(idVerifications, "s_verifications", "hash bytea", "fid int8", "ts timestamptz", "is_remove bool",
+		"signer_address bytea", "block_hash bytea", "signature bytea", "protocol int2", "verification_type int2", "chain_id int8")
+	srcUserData = newSource(idUserData, "s_user_data", "hash bytea", "fid int8", "ts timestamptz", "type int2", "value text")
+	srcProofs   = newSource(idProofs, "s_proofs", "username text", "fid int8", "ts timestamptz", "type int2", "owner bytea",
+		"signature bytea", "is_deletion bool")
+	srcLends   = newSource(idLends, "s_lends", "hash bytea", "fid int8", "ts timestamptz", "to_fid int8", "num_units int8", "unit_type int2")
+	srcOnchain = newSource(idOnchain, "s_onchain", "type int2", "chain_id int8", "block_number int8", "block_hash bytea",
+		"block_timestamp timestamptz", "tx_hash bytea", "log_index int4", "tx_index int4", "fid int8", "version int4", "raw bytea",
+		"key bytea", "key_type int2", "event_type int2", "metadata bytea", "metadata_type int2", "migrated_at int8",
+		"to_address bytea", "from_address bytea", "recovery_address bytea", "payer bytea", "units int8", "expiry int8",
+		"tier_type int2", "for_days int8")
+)
+
+// Direct COPY targets.
+var (
+	// The fast path into the messages and casts tables (Writer.copyDirect).
+	copyMessages = newCopyTarget("messages", []string{"hash", "fid", "type", `"timestamp"`, "hash_scheme", "signature_scheme",
+		"signer", "raw", "deleted_at", "pruned_at", "revoked_at"})
+	copyCasts = newCopyTarget("casts", []string{"hash", "fid", `"timestamp"`, "parent_fid", "parent_hash", "parent_url", "text",
+		"embeds", "mentions", "mentions_positions", "type", "root_parent_fid", "root_parent_hash", "root_parent_url"})
+	copyDeadLetters = newCopyTarget("dead_letters", []string{"source", "reason", "detail", "shard", "event_id", "message_hash", "raw"})
+	// Embeddings go straight to the durable queue: it has no key to conflict
+	// on, and the indexer drops duplicates and deleted casts.
+	copyEmbeddings = newCopyTarget("cast_embedding_queue", []string{"hash", "fid", "embedding"})
+)
+
+// mergeStmt is a merge statement with the sources it reads.
+type mergeStmt struct {
+	table   string
+	sql     string
+	sources []*source
+	oids    []uint32 // parameter types
+	formats []int16  // all binary
+}
+
+// newMerge prefixes body with the CTEs of srcs; body may start with its own
+// WITH [RECURSIVE], whose CTEs follow them.
+func newMerge(table, body string, srcs ...*source) *mergeStmt {
+	m := &mergeStmt{table: table, sources: srcs}
+	var ctes []string
+	for _, s := range srcs {
+		ctes = append(ctes, s.cte(len(m.oids)+1))
+		for _, c := range s.cols {
+			m.oids = append(m.oids, c.arr)
+			m.formats = append(m.formats, 1)
+		}
+	}
+	body = strings.TrimSpace(body)
+	with := "WITH "
+	if rest, ok := strings.CutPrefix(body, "WITH RECURSIVE "); ok {
+		with, body = "WITH RECURSIVE ", ", "+rest
+	} else if rest, ok := strings.CutPrefix(body, "WITH "); ok {
+		body = ", " + rest
+	} else {
+		body = "\n" + body
+	}
+	m.sql = with + strings.Join(ctes, ",\n     ") + body
+	return m
+}
+
+// Store tables that marks apply to, numbered for s_marks.tbl.
+const (
+	tableNone int16 = iota // the message has no store row, only messages
+	tableCasts
+	tableReactions
+	tableLinks
+	tableCompacts
+	tableVerifications
+	tableUserData
+	tableLends
+)
+
+var storeTables = [...]string{
+	tableCasts:         "casts",
+	tableReactions:     "reactions",
+	tableLinks:         "links",
+	tableCompacts:      "link_compact_states",
+	tableVerifications: "verifications",
+	tableUserData:      "user_data",
+	tableLends:         "lend_storage",
+}
+
+// storeTable returns the table holding rows of messages of type t.
+func storeTable(t pb.MessageType) int16 {
+	switch t {
+	case pb.MessageType_MESSAGE_TYPE_CAST_ADD:
+		return tableCasts
+	case pb.MessageType_MESSAGE_TYPE_REACTION_ADD, pb.MessageType_MESSAGE_TYPE_REACTION_REMOVE:
+		return tableReactions
+	case pb.MessageType_MESSAGE_TYPE_LINK_ADD, pb.MessageType_MESSAGE_TYPE_LINK_REMOVE:
+		return tableLinks
+	case pb.MessageType_MESSAGE_TYPE_LINK_COMPACT_STATE:
+		return tableCompacts
+	case pb.MessageType_MESSAGE_TYPE_VERIFICATION_ADD_ETH_ADDRESS, pb.MessageType_MESSAGE_TYPE_VERIFICATION_REMOVE:
+		return tableVerifications
+	case pb.MessageType_MESSAGE_TYPE_USER_DATA_ADD:
+		return tableUserData
+	case pb.MessageType_MESSAGE_TYPE_LEND_STORAGE:
+		return tableLends
+	}
+	return tableNone
+}
 
 // Marks first: every later statement reads message_marks, so a message and
 // its prune in the same batch behave as in separate ones.
@@ -43,7 +210,7 @@ SELECT hash,
        CASE WHEN bool_or(kind = 1) THEN now() END,
        CASE WHEN bool_or(kind = 2) THEN now() END,
        now()
-FROM wp_stage_marks GROUP BY hash
+FROM s_marks GROUP BY hash
 ON CONFLICT (hash) DO UPDATE SET
     pruned_at  = coalesce(mm.pruned_at, excluded.pruned_at),
     revoked_at = coalesce(mm.revoked_at, excluded.revoked_at)
@@ -52,26 +219,52 @@ WHERE (mm.pruned_at IS NULL AND excluded.pruned_at IS NOT NULL)
 
 const sqlMessages = `
 INSERT INTO messages (hash, fid, type, "timestamp", hash_scheme, signature_scheme, signer, raw, deleted_at, pruned_at, revoked_at)
-SELECT DISTINCT ON (s.hash) s.hash, s.fid, s.type, s.ts, s.hash_scheme, s.signature_scheme, s.signer, s.raw,
-       mm.deleted_at, mm.pruned_at, mm.revoked_at
-FROM wp_stage_messages s LEFT JOIN message_marks mm ON mm.hash = s.hash
+SELECT s.hash, s.fid, s.type, s.ts, s.hash_scheme, s.signature_scheme, s.signer, s.raw, mm.deleted_at, mm.pruned_at, mm.revoked_at
+FROM s_messages s LEFT JOIN message_marks mm ON mm.hash = s.hash
 ON CONFLICT (hash) DO NOTHING`
+
+// sqlCopiedMarked gives the rows COPYed into %[1]s by this batch (which
+// marks none of them) the deletion columns of marks stored before, as the
+// merge would have. It probes message_marks first, so the much larger table
+// index is only touched for the rare hashes found there. %[2]s holds the
+// hashes.
+const sqlCopiedMarked = `
+WITH m AS MATERIALIZED (
+    SELECT mm.hash, mm.deleted_at, mm.pruned_at, mm.revoked_at
+    FROM message_marks mm WHERE mm.hash IN (SELECT hash FROM %[2]s)
+)
+UPDATE %[1]s t SET deleted_at = m.deleted_at, pruned_at = m.pruned_at, revoked_at = m.revoked_at
+FROM m WHERE t.hash = m.hash`
 
 // A cast add fills a tombstone left by an earlier remove (text IS NULL) and
 // keeps its deletion; an add removed in the same batch is stored deleted.
+//
+// Thread roots are set as casts are inserted, so a reply is written once,
+// not inserted and then updated (an update of an indexed column rewrites
+// every index entry of the row). The writer resolves chains within the
+// batch (rows.resolveRoots); a chain that leaves it takes the root of its
+// first outside ancestor, when that one is stored and its root known. A
+// reply whose chain is still broken is stored without a root and fixed by
+// sqlOrphans when the missing cast arrives.
 const sqlCasts = `
 INSERT INTO casts AS c (hash, fid, "timestamp", parent_fid, parent_hash, parent_url, text, embeds, mentions, mentions_positions, type,
-                        root_parent_url, embedding, deleted_at, pruned_at, revoked_at)
-SELECT DISTINCT ON (s.hash) s.hash, s.fid, s.ts, s.parent_fid, s.parent_hash, s.parent_url, s.text, s.embeds::jsonb, s.mentions::jsonb,
-       s.mentions_positions::jsonb, s.type, CASE WHEN s.parent_hash IS NULL THEN s.parent_url END, s.embedding,
+                        root_parent_fid, root_parent_hash, root_parent_url, deleted_at, pruned_at, revoked_at)
+SELECT s.hash, s.fid, s.ts, s.parent_fid, s.parent_hash, s.parent_url, s.text, s.embeds::jsonb, s.mentions::jsonb,
+       s.mentions_positions::jsonb, s.type,
+       CASE WHEN s.root_hash IS NOT NULL THEN s.root_fid WHEN p.parent_hash IS NULL THEN p.fid ELSE p.root_parent_fid END,
+       CASE WHEN s.root_hash IS NOT NULL THEN s.root_hash WHEN p.parent_hash IS NULL THEN p.hash ELSE p.root_parent_hash END,
+       CASE WHEN s.parent_hash IS NULL THEN s.parent_url WHEN s.root_hash IS NOT NULL THEN s.root_url
+            WHEN p.parent_hash IS NULL THEN p.parent_url ELSE p.root_parent_url END,
        coalesce(mm.deleted_at, r.ts), mm.pruned_at, mm.revoked_at
-FROM wp_stage_casts s
+FROM s_casts s
+LEFT JOIN casts p ON p.hash = s.top AND p.text IS NOT NULL AND (p.parent_hash IS NULL OR p.root_parent_hash IS NOT NULL)
 LEFT JOIN message_marks mm ON mm.hash = s.hash
-LEFT JOIN (SELECT target_hash, fid, min(ts) AS ts FROM wp_stage_cast_removes GROUP BY 1, 2) r ON r.target_hash = s.hash AND r.fid = s.fid
+LEFT JOIN (SELECT target_hash, fid, min(ts) AS ts FROM s_cast_removes GROUP BY 1, 2) r ON r.target_hash = s.hash AND r.fid = s.fid
 ON CONFLICT (hash) DO UPDATE SET
     "timestamp" = excluded."timestamp", parent_fid = excluded.parent_fid, parent_hash = excluded.parent_hash,
     parent_url = excluded.parent_url, text = excluded.text, embeds = excluded.embeds, mentions = excluded.mentions,
-    mentions_positions = excluded.mentions_positions, type = excluded.type, root_parent_url = excluded.root_parent_url,
+    mentions_positions = excluded.mentions_positions, type = excluded.type, root_parent_fid = excluded.root_parent_fid,
+    root_parent_hash = excluded.root_parent_hash, root_parent_url = excluded.root_parent_url,
     pruned_at = coalesce(c.pruned_at, excluded.pruned_at), revoked_at = coalesce(c.revoked_at, excluded.revoked_at)
 WHERE c.text IS NULL AND c.fid = excluded.fid`
 
@@ -79,33 +272,32 @@ WHERE c.text IS NULL AND c.fid = excluded.fid`
 const sqlCastRemoves = `
 INSERT INTO casts AS c (hash, fid, "timestamp", deleted_at)
 SELECT DISTINCT ON (target_hash) target_hash, fid, ts, ts
-FROM wp_stage_cast_removes ORDER BY target_hash, ts
+FROM s_cast_removes ORDER BY target_hash, ts
 ON CONFLICT (hash) DO UPDATE SET deleted_at = excluded.deleted_at
 WHERE c.deleted_at IS NULL AND c.fid = excluded.fid`
 
-// Thread roots: start at the batch's casts and their parents whose thread
-// root is known, and walk down to every descendant still lacking one. This
-// completes chains whatever order their casts arrive in.
-const sqlRoots = `
-WITH RECURSIVE seed AS (
-    SELECT p.hash,
-           CASE WHEN p.parent_hash IS NULL THEN p.fid        ELSE p.root_parent_fid  END AS rfid,
-           CASE WHEN p.parent_hash IS NULL THEN p.hash       ELSE p.root_parent_hash END AS rhash,
-           CASE WHEN p.parent_hash IS NULL THEN p.parent_url ELSE p.root_parent_url  END AS rurl
-    FROM casts p
-    WHERE p.hash IN (SELECT hash FROM wp_stage_casts UNION SELECT parent_hash FROM wp_stage_casts WHERE parent_hash IS NOT NULL)
-      AND p.text IS NOT NULL
-      AND (p.parent_hash IS NULL OR p.root_parent_hash IS NOT NULL)
-), walk AS (
-    SELECT hash, rfid, rhash, rurl, 0 AS depth FROM seed
-    UNION ALL
-    SELECT c.hash, w.rfid, w.rhash, w.rurl, w.depth + 1
-    FROM walk w JOIN casts c ON c.parent_hash = w.hash
-    WHERE c.root_parent_hash IS NULL AND w.depth < 10000
+// Stored replies that lacked a root because their parent had not arrived:
+// start at those whose parent is in the batch (and now has a known root)
+// and walk down their still rootless descendants. casts_orphans_idx holds
+// exactly the rootless replies, so in the usual case, when there are none,
+// this costs one probe of a nearly empty index per cast.
+const sqlOrphans = `
+WITH RECURSIVE walk (hash, rfid, rhash, rurl) AS (
+    SELECT o.hash,
+           CASE WHEN p.parent_hash IS NULL THEN p.fid        ELSE p.root_parent_fid  END,
+           CASE WHEN p.parent_hash IS NULL THEN p.hash       ELSE p.root_parent_hash END,
+           CASE WHEN p.parent_hash IS NULL THEN p.parent_url ELSE p.root_parent_url  END
+    FROM casts o JOIN casts p ON p.hash = o.parent_hash
+    WHERE o.parent_hash IN (SELECT hash FROM s_cast_hashes) AND o.parent_hash IS NOT NULL AND o.root_parent_hash IS NULL
+      AND p.text IS NOT NULL AND (p.parent_hash IS NULL OR p.root_parent_hash IS NOT NULL)
+    UNION
+    SELECT o.hash, w.rfid, w.rhash, w.rurl
+    FROM walk w JOIN casts o ON o.parent_hash = w.hash
+    WHERE o.parent_hash IS NOT NULL AND o.root_parent_hash IS NULL
 )
 UPDATE casts c SET root_parent_fid = w.rfid, root_parent_hash = w.rhash, root_parent_url = w.rurl
-FROM walk w
-WHERE c.hash = w.hash AND w.depth > 0 AND c.root_parent_hash IS NULL`
+FROM (SELECT DISTINCT ON (hash) * FROM walk ORDER BY hash) w
+WHERE c.hash = w.hash AND c.root_parent_hash IS NULL`
 
 // Last write wins per key by (timestamp, remove beats add, hash): the batch's
 // winner per key replaces the stored row only if it orders after it.
@@ -114,7 +306,7 @@ INSERT INTO reactions AS t (hash, fid, type, target_cast_fid, target_cast_hash, 
 SELECT s.hash, s.fid, s.type, s.target_cast_fid, s.target_cast_hash, s.target_url, s.ts, s.is_remove,
        CASE WHEN s.is_remove THEN s.ts ELSE mm.deleted_at END, mm.pruned_at, mm.revoked_at
 FROM (SELECT DISTINCT ON (fid, type, target_cast_hash, target_url) *
-      FROM wp_stage_reactions
+      FROM s_reactions
       ORDER BY fid, type, target_cast_hash, target_url, ts DESC, is_remove DESC, hash DESC) s
 LEFT JOIN message_marks mm ON mm.hash = s.hash
 ON CONFLICT (fid, type, target_cast_hash, target_url) DO UPDATE SET
@@ -124,8 +316,8 @@ WHERE (excluded."timestamp", excluded.is_remove, excluded.hash) > (t."timestamp"
 
 const sqlCompacts = `
 INSERT INTO link_compact_states (hash, fid, type, target_fids, "timestamp", deleted_at, pruned_at, revoked_at)
-SELECT DISTINCT ON (s.hash) s.hash, s.fid, s.type, s.target_fids, s.ts, mm.deleted_at, mm.pruned_at, mm.revoked_at
-FROM wp_stage_compacts s LEFT JOIN message_marks mm ON mm.hash = s.hash
+SELECT s.hash, s.fid, s.type, s.target_fids::int8[], s.ts, mm.deleted_at, mm.pruned_at, mm.revoked_at
+FROM s_compacts s LEFT JOIN message_marks mm ON mm.hash = s.hash
 ON CONFLICT (hash) DO NOTHING`
 
 // A link add is also dead when a newer compact state of its (fid, type)
@@ -140,7 +332,7 @@ SELECT s.hash, s.fid, s.target_fid, s.type, s.display_timestamp, s.ts, s.is_remo
        END,
        mm.pruned_at, mm.revoked_at
 FROM (SELECT DISTINCT ON (fid, target_fid, type) *
-      FROM wp_stage_links
+      FROM s_links
       ORDER BY fid, target_fid, type, ts DESC, is_remove DESC, hash DESC) s
 LEFT JOIN message_marks mm ON mm.hash = s.hash
 ON CONFLICT (fid, target_fid, type) DO UPDATE SET
@@ -152,14 +344,14 @@ WHERE (excluded."timestamp", excluded.is_remove, excluded.hash) > (t."timestamp"
 // list, and supersedes older compact states.
 const sqlCompactApply = `
 UPDATE links l SET deleted_at = k.ts
-FROM (SELECT DISTINCT fid, type, ts, target_fids FROM wp_stage_compacts) k
+FROM (SELECT DISTINCT fid, type, ts, target_fids::int8[] AS target_fids FROM s_compacts) k
 WHERE l.fid = k.fid AND l.type = k.type AND l."timestamp" < k.ts
   AND NOT (l.target_fid = ANY (k.target_fids)) AND l.deleted_at IS NULL`
 
 const sqlCompactSupersede = `
 UPDATE link_compact_states t SET deleted_at = n."timestamp"
 FROM link_compact_states n
-WHERE (t.fid, t.type) IN (SELECT fid, type FROM wp_stage_compacts)
+WHERE (t.fid, t.type) IN (SELECT fid, type FROM s_compacts)
   AND n.fid = t.fid AND n.type = t.type AND (n."timestamp", n.hash) > (t."timestamp", t.hash)
   AND t.deleted_at IS NULL`
 
@@ -168,7 +360,7 @@ INSERT INTO verifications AS t (hash, fid, signer_address, block_hash, signature
 SELECT s.hash, s.fid, s.signer_address, s.block_hash, s.signature, s.protocol, s.verification_type, s.chain_id, s.ts, s.is_remove,
        CASE WHEN s.is_remove THEN s.ts ELSE mm.deleted_at END, mm.pruned_at, mm.revoked_at
 FROM (SELECT DISTINCT ON (fid, signer_address) *
-      FROM wp_stage_verifications
+      FROM s_verifications
       ORDER BY fid, signer_address, ts DESC, is_remove DESC, hash DESC) s
 LEFT JOIN message_marks mm ON mm.hash = s.hash
 ON CONFLICT (fid, signer_address) DO UPDATE SET
@@ -180,7 +372,7 @@ WHERE (excluded."timestamp", excluded.is_remove, excluded.hash) > (t."timestamp"
 const sqlUserData = `
 INSERT INTO user_data AS t (hash, fid, type, value, "timestamp", deleted_at, pruned_at, revoked_at)
 SELECT s.hash, s.fid, s.type, s.value, s.ts, mm.deleted_at, mm.pruned_at, mm.revoked_at
-FROM (SELECT DISTINCT ON (fid, type) * FROM wp_stage_user_data ORDER BY fid, type, ts DESC, hash DESC) s
+FROM (SELECT DISTINCT ON (fid, type) * FROM s_user_data ORDER BY fid, type, ts DESC, hash DESC) s
 LEFT JOIN message_marks mm ON mm.hash = s.hash
 ON CONFLICT (fid, type) DO UPDATE SET
     hash = excluded.hash, value = excluded.value, "timestamp" = excluded."timestamp",
@@ -192,7 +384,7 @@ WHERE (excluded."timestamp", excluded.hash) > (t."timestamp", t.hash)`
 const sqlProofs = `
 INSERT INTO username_proofs AS t (username, fid, type, owner, signature, "timestamp", is_deletion, deleted_at)
 SELECT s.username, s.fid, s.type, s.owner, s.signature, s.ts, s.is_deletion, CASE WHEN s.is_deletion THEN s.ts END
-FROM (SELECT DISTINCT ON (username) * FROM wp_stage_proofs ORDER BY username, ts DESC, is_deletion DESC, fid DESC, signature DESC) s
+FROM (SELECT DISTINCT ON (username) * FROM s_proofs ORDER BY username, ts DESC, is_deletion DESC, fid DESC, signature DESC) s
 ON CONFLICT (username) DO UPDATE SET
     fid = excluded.fid, type = excluded.type, owner = excluded.owner, signature = excluded.signature,
     "timestamp" = excluded."timestamp", is_deletion = excluded.is_deletion, deleted_at = excluded.deleted_at
@@ -200,54 +392,91 @@ WHERE (excluded."timestamp", excluded.is_deletion, excluded.fid, excluded.signat
 
 const sqlLends = `
 INSERT INTO lend_storage (hash, fid, to_fid, num_units, unit_type, "timestamp", deleted_at, pruned_at, revoked_at)
-SELECT DISTINCT ON (s.hash) s.hash, s.fid, s.to_fid, s.num_units, s.unit_type, s.ts, mm.deleted_at, mm.pruned_at, mm.revoked_at
-FROM wp_stage_lends s LEFT JOIN message_marks mm ON mm.hash = s.hash
+SELECT s.hash, s.fid, s.to_fid, s.num_units, s.unit_type, s.ts, mm.deleted_at, mm.pruned_at, mm.revoked_at
+FROM s_lends s LEFT JOIN message_marks mm ON mm.hash = s.hash
 ON CONFLICT (hash) DO NOTHING`
 
 // sqlApplyMarks marks rows already stored (before this batch, or inserted
 // by it under another key) whose message this batch prunes, revokes or
-// reports deleted. %s is the table.
+// reports deleted. %s is the table, %s the condition on s_marks that
+// picks the marks of messages it holds.
 const sqlApplyMarks = `
 UPDATE %s t SET deleted_at = coalesce(t.deleted_at, mm.deleted_at),
                 pruned_at  = coalesce(t.pruned_at, mm.pruned_at),
                 revoked_at = coalesce(t.revoked_at, mm.revoked_at)
 FROM message_marks mm
-WHERE mm.hash IN (SELECT hash FROM wp_stage_marks) AND t.hash = mm.hash
+WHERE mm.hash IN (SELECT hash FROM s_marks WHERE %s) AND t.hash = mm.hash
   AND (t.deleted_at IS NULL OR (t.pruned_at IS NULL AND mm.pruned_at IS NOT NULL) OR (t.revoked_at IS NULL AND mm.revoked_at IS NOT NULL))`
 
-var markedTables = []string{"messages", "casts", "reactions", "links", "link_compact_states", "verifications", "user_data", "lend_storage"}
+// The merge statements with their sources.
+var (
+	mergeMarks          = newMerge("message_marks", sqlMarks, srcMarks)
+	mergeMessages       = newMerge("messages", sqlMessages, srcMessages)
+	mergeMessagesMarked = newMerge("messages", fmt.Sprintf(sqlCopiedMarked, "messages", srcMessageHashes.name), srcMessageHashes)
+	mergeCastsMarked    = newMerge("casts", fmt.Sprintf(sqlCopiedMarked, "casts", srcCopiedCasts.name), srcCopiedCasts)
+	mergeCasts          = newMerge("casts", sqlCasts, srcCasts, srcCastRemoves)
+	mergeCastRemoves    = newMerge("casts", sqlCastRemoves, srcCastRemoves)
+	mergeOrphans        = newMerge("casts", sqlOrphans, srcCastHashes)
+	mergeReactions      = newMerge("reactions", sqlReactions, srcReactions)
+	mergeCompacts       = newMerge("link_compact_states", sqlCompacts, srcCompacts)
+	mergeLinks          = newMerge("links", sqlLinks, srcLinks)
+	mergeCompactApply   = newMerge("links", sqlCompactApply, srcCompacts)
+	mergeCompactSupsede = newMerge("link_compact_states", sqlCompactSupersede, srcCompacts)
+	mergeVerifications  = newMerge("verifications", sqlVerifications, srcVerifications)
+	mergeUserData       = newMerge("user_data", sqlUserData, srcUserData)
+	mergeProofs         = newMerge("username_proofs", sqlProofs, srcProofs)
+	mergeLends          = newMerge("lend_storage", sqlLends, srcLends)
+	// mergeApplyMarks[t] applies marks to store table t; the messages
+	// table, which holds every type, takes them all.
+	mergeApplyMarks, mergeApplyMarksMessages = func() ([len(storeTables)]*mergeStmt, *mergeStmt) {
+		var m [len(storeTables)]*mergeStmt
+		for t, name := range storeTables {
+			if name != "" {
+				m[t] = newMerge(name, fmt.Sprintf(sqlApplyMarks, name, fmt.Sprintf("tbl = %d", t)), srcMarks)
+			}
+		}
+		return m, newMerge("messages", fmt.Sprintf(sqlApplyMarks, "messages", "true"), srcMarks)
+	}()
+	mergeOnchain = func() []*mergeStmt {
+		m := []*mergeStmt{newMerge("onchain_events", sqlOnchain, srcOnchain)}
+		for _, t := range sqlOnchainTyped {
+			m = append(m, newMerge(t.table, t.sql, srcOnchain))
+		}
+		return append(m, newMerge("fids", sqlFids, srcOnchain))
+	}()
+)
 
 const sqlOnchain = `
 INSERT INTO onchain_events (tx_hash, log_index, type, fid, chain_id, block_number, block_hash, block_timestamp, tx_index, version, raw)
 SELECT DISTINCT ON (tx_hash, log_index) tx_hash, log_index, type, fid, chain_id, block_number, block_hash, block_timestamp, tx_index, version, raw
-FROM wp_stage_onchain
+FROM s_onchain
 ON CONFLICT (tx_hash, log_index) DO NOTHING`
 
 var sqlOnchainTyped = []struct{ table, sql string }{
 	{"signer_events", `
 INSERT INTO signer_events (tx_hash, log_index, fid, key, key_type, event_type, metadata, metadata_type, chain_id, block_number, block_hash, block_timestamp, tx_index)
 SELECT DISTINCT ON (tx_hash, log_index) tx_hash, log_index, fid, key, key_type, event_type, metadata, metadata_type, chain_id, block_number, block_hash, block_timestamp, tx_index
-FROM wp_stage_onchain WHERE type = 1
+FROM s_onchain WHERE type = 1
 ON CONFLICT (tx_hash, log_index) DO NOTHING`},
 	{"signer_migrated_events", `
 INSERT INTO signer_migrated_events (tx_hash, log_index, fid, migrated_at, chain_id, block_number, block_hash, block_timestamp, tx_index)
 SELECT DISTINCT ON (tx_hash, log_index) tx_hash, log_index, fid, migrated_at, chain_id, block_number, block_hash, block_timestamp, tx_index
-FROM wp_stage_onchain WHERE type = 2
+FROM s_onchain WHERE type = 2
 ON CONFLICT (tx_hash, log_index) DO NOTHING`},
 	{"id_register_events", `
 INSERT INTO id_register_events (tx_hash, log_index, fid, to_address, event_type, from_address, recovery_address, chain_id, block_number, block_hash, block_timestamp, tx_index)
 SELECT DISTINCT ON (tx_hash, log_index) tx_hash, log_index, fid, to_address, event_type, from_address, recovery_address, chain_id, block_number, block_hash, block_timestamp, tx_index
-FROM wp_stage_onchain WHERE type = 3
+FROM s_onchain WHERE type = 3
 ON CONFLICT (tx_hash, log_index) DO NOTHING`},
 	{"storage_rent_events", `
 INSERT INTO storage_rent_events (tx_hash, log_index, fid, payer, units, expiry, chain_id, block_number, block_hash, block_timestamp, tx_index)
 SELECT DISTINCT ON (tx_hash, log_index) tx_hash, log_index, fid, payer, units, expiry, chain_id, block_number, block_hash, block_timestamp, tx_index
-FROM wp_stage_onchain WHERE type = 4
+FROM s_onchain WHERE type = 4
 ON CONFLICT (tx_hash, log_index) DO NOTHING`},
 	{"tier_purchases", `
 INSERT INTO tier_purchases (tx_hash, log_index, fid, tier_type, for_days, payer, chain_id, block_number, block_hash, block_timestamp, tx_index)
 SELECT DISTINCT ON (tx_hash, log_index) tx_hash, log_index, fid, tier_type, for_days, payer, chain_id, block_number, block_hash, block_timestamp, tx_index
-FROM wp_stage_onchain WHERE type = 5
+FROM s_onchain WHERE type = 5
 ON CONFLICT (tx_hash, log_index) DO NOTHING`},
 }
 
@@ -268,7 +497,7 @@ SELECT t.fid,
                  ORDER BY e.block_number DESC, e.log_index DESC LIMIT 1), 0),
        (SELECT max(e.block_timestamp + make_interval(days => e.for_days::int)) FROM tier_purchases e WHERE e.fid = t.fid),
        now()
-FROM (SELECT DISTINCT fid FROM wp_stage_onchain) t
+FROM (SELECT DISTINCT fid FROM s_onchain) t
 ON CONFLICT (fid) DO UPDATE SET
     registered_at = excluded.registered_at, custody_address = excluded.custody_address,
     recovery_address = excluded.recovery_address, storage_units = excluded.storage_units,

@@ -57,20 +57,44 @@ CREATE TABLE casts (
     root_parent_fid    bigint,
     root_parent_hash   bytea,
     root_parent_url    text,
-    embedding          vector(256),
     deleted_at         timestamptz,
     pruned_at          timestamptz,
     revoked_at         timestamptz
 ) WITH (fillfactor = 90);
 -- deleted_at stays out of every casts index so that removes and prunes are
--- HOT updates: a non-HOT update would re-insert the row into the HNSW graph.
+-- HOT updates, which touch no index.
 -- URL columns use hash indexes: they are equality-only and have no length limit.
 CREATE INDEX casts_fid_timestamp_idx ON casts (fid, "timestamp");
 CREATE INDEX casts_parent_hash_idx ON casts (parent_hash) WHERE parent_hash IS NOT NULL;
 CREATE INDEX casts_parent_url_idx ON casts USING hash (parent_url) WHERE parent_url IS NOT NULL;
 CREATE INDEX casts_root_parent_hash_idx ON casts (root_parent_hash) WHERE root_parent_hash IS NOT NULL;
 CREATE INDEX casts_root_parent_url_idx ON casts USING hash (root_parent_url) WHERE root_parent_url IS NOT NULL;
-CREATE INDEX casts_embedding_idx ON casts USING hnsw (embedding vector_cosine_ops);
+-- Replies whose thread root is not known yet because an ancestor has not
+-- arrived. The writer fills their roots in when it does. Normally this index
+-- is nearly empty, so the lookup costs little.
+CREATE INDEX casts_orphans_idx ON casts (parent_hash) WHERE parent_hash IS NOT NULL AND root_parent_hash IS NULL;
+
+-- Cast embeddings, searchable through the HNSW index. Rows are only ever
+-- inserted: a cast's vector does not change, and Search joins casts to skip
+-- deleted ones, so a remove or prune never touches this table or its graph.
+CREATE TABLE cast_embeddings (
+    hash      bytea       PRIMARY KEY,
+    fid       bigint      NOT NULL,
+    embedding vector(256) NOT NULL
+);
+CREATE INDEX cast_embeddings_embedding_idx ON cast_embeddings USING hnsw (embedding vector_cosine_ops);
+
+-- Embeddings stored with their casts but not indexed yet. The writer COPYs
+-- vectors here in the batch's transaction (an unindexed heap, cheap to
+-- append to), and the indexer moves them into cast_embeddings in batches, so
+-- HNSW insertion, which is far slower than ingestion, stays off the write
+-- path. Rows are deleted as they are moved; vacuum often so the indexer's
+-- scans do not wade through dead tuples.
+CREATE TABLE cast_embedding_queue (
+    hash      bytea       NOT NULL,
+    fid       bigint      NOT NULL,
+    embedding vector(256) NOT NULL
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000);
 
 CREATE TABLE reactions (
     hash             bytea       NOT NULL UNIQUE,
