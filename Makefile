@@ -54,7 +54,7 @@ run: build ## build and run `waypoint start` (extra flags: ARGS=...)
 	$(BIN) start $(ARGS)
 
 services: ## start the local test services (idempotent)
-	$(SERVICES) up
+	$(SERVICES) up --with-jaeger
 
 services-down: ## stop the local test services
 	$(SERVICES) down

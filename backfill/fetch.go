@@ -7,10 +7,14 @@ import (
 	"fmt"
 	"sync"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/waypointhq/waypoint/message"
 	pb "github.com/waypointhq/waypoint/proto"
+	"github.com/waypointhq/waypoint/telemetry"
 )
 
 // onChainEventTypes are the on-chain event types a backfill requests, one
@@ -116,9 +120,16 @@ func (w *Worker) allMessages(fid uint64, t DataType, get allMessagesFunc) func(c
 		err := pages(ctx, func(ctx context.Context, token []byte) ([]byte, error) {
 			req := &pb.FidTimestampRequest{Fid: fid, PageSize: &w.o.PageSize, PageToken: token}
 			var resp *pb.MessagesResponse
-			if err := w.call(ctx, func(ctx context.Context) (err error) { resp, err = get(ctx, req); return err }); err != nil {
+			fctx, span := w.tracer.Start(ctx, telemetry.SpanBackfillFetch, trace.WithAttributes(telemetry.FID(fid), attribute.String("backfill.type", string(t))))
+			err := w.call(fctx, func(ctx context.Context) (err error) { resp, err = get(ctx, req); return err })
+			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, "fetch failed")
+				span.End()
 				return nil, err
 			}
+			span.SetAttributes(attribute.Int("backfill.page.messages", len(resp.GetMessages())))
+			span.End()
 			if err := w.writeMessages(ctx, fid, t, resp.GetMessages()); err != nil {
 				return nil, err
 			}
@@ -221,6 +232,9 @@ func (w *Worker) writeMessages(ctx context.Context, fid uint64, t DataType, msgs
 		return err
 	}
 	w.stats.messages.Add(int64(len(events)))
+	if m := w.o.Metrics; m != nil {
+		m.BackfillMessages.Add(float64(len(events)))
+	}
 	return nil
 }
 
@@ -254,7 +268,11 @@ func (w *Worker) write(ctx context.Context, events []*pb.HubEvent) error {
 	if len(events) == 0 {
 		return nil
 	}
+	ctx, span := w.tracer.Start(ctx, telemetry.SpanBackfillWrite, trace.WithAttributes(attribute.Int("backfill.events", len(events))))
+	defer span.End()
 	if err := w.w.Write(ctx, events); err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "write failed")
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

@@ -15,7 +15,13 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/waypointhq/waypoint/telemetry"
 )
 
 // ErrLeaseLost is returned when a job is acknowledged, failed, renewed or
@@ -39,6 +45,7 @@ type Queue struct {
 	maxAttempts int
 	backoffBase time.Duration
 	backoffMax  time.Duration
+	tracer      trace.Tracer
 }
 
 // QueueOption configures a Queue.
@@ -64,6 +71,17 @@ func WithBackoff(base, max time.Duration) QueueOption {
 	return func(q *Queue) { q.backoffBase, q.backoffMax = base, max }
 }
 
+// WithTracerProvider traces each Enqueue as a backfill.enqueue span, whose
+// context the queued jobs carry, so a job's work joins the enqueue's trace.
+// The default records nothing but still passes the caller's trace on.
+func WithTracerProvider(tp trace.TracerProvider) QueueOption {
+	return func(q *Queue) {
+		if tp != nil {
+			q.tracer = tp.Tracer("github.com/waypointhq/waypoint/backfill")
+		}
+	}
+}
+
 // NewQueue returns the queue stored in rdb.
 func NewQueue(rdb redis.UniversalClient, opts ...QueueOption) *Queue {
 	q := &Queue{
@@ -73,6 +91,7 @@ func NewQueue(rdb redis.UniversalClient, opts ...QueueOption) *Queue {
 		maxAttempts: DefaultMaxAttempts,
 		backoffBase: 2 * time.Second,
 		backoffMax:  5 * time.Minute,
+		tracer:      noop.NewTracerProvider().Tracer(""),
 	}
 	for _, o := range opts {
 		o(q)
@@ -132,6 +151,19 @@ const enqueueChunkFIDs = 1000
 // running the same enqueue twice queues nothing the second time. The trace
 // context of ctx travels with every job.
 func (q *Queue) Enqueue(ctx context.Context, src iter.Seq2[uint64, error], req EnqueueRequest) (EnqueueResult, error) {
+	ctx, span := q.tracer.Start(ctx, telemetry.SpanBackfillEnqueue, trace.WithAttributes(
+		attribute.String("backfill.job.kind", string(req.Kind)), attribute.Bool("backfill.priority", req.Priority)))
+	defer span.End()
+	res, err := q.enqueue(ctx, src, req)
+	span.SetAttributes(attribute.Int("backfill.jobs", res.Jobs), attribute.Int("backfill.fids", res.FIDs))
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "enqueue failed")
+	}
+	return res, err
+}
+
+func (q *Queue) enqueue(ctx context.Context, src iter.Seq2[uint64, error], req EnqueueRequest) (EnqueueResult, error) {
 	var res EnqueueResult
 	kind := req.Kind
 	if kind == "" {

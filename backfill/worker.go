@@ -21,6 +21,7 @@ import (
 
 	"github.com/waypointhq/waypoint/message"
 	pb "github.com/waypointhq/waypoint/proto"
+	"github.com/waypointhq/waypoint/telemetry"
 )
 
 // Defaults of WorkerOptions.
@@ -126,6 +127,8 @@ type WorkerOptions struct {
 	// Logger defaults to slog.Default(); TracerProvider to the global one.
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
+	// Metrics, when set, counts the messages fetched and the dead letters.
+	Metrics *telemetry.Metrics
 }
 
 // Worker claims jobs from a Queue and copies their FIDs from the hub to the
@@ -288,7 +291,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // closes started once every FID has a slot. It renews the lease until the
 // FIDs finish, then completes, fails or (when ctx ended) releases the job.
 func (w *Worker) runJob(ctx context.Context, j *Job, slots chan struct{}, started chan struct{}) {
-	jctx, span := w.tracer.Start(j.Context(ctx), "backfill.job", trace.WithAttributes(
+	jctx, span := w.tracer.Start(j.Context(ctx), telemetry.SpanBackfillJob, trace.WithAttributes(
 		attribute.String("backfill.job.id", j.ID),
 		attribute.String("backfill.job.kind", string(j.Kind)),
 		attribute.Int("backfill.job.fids", len(j.FIDs)),
@@ -453,6 +456,9 @@ func (w *Worker) call(ctx context.Context, fn func(ctx context.Context) error) e
 
 func (w *Worker) deadLetter(ctx context.Context, d DeadLetter) {
 	w.stats.deadLetters.Add(1)
+	if m := w.o.Metrics; m != nil {
+		m.DeadLetters.WithLabelValues("backfill", string(d.Reason)).Inc()
+	}
 	if w.o.DeadLetter != nil {
 		w.o.DeadLetter(ctx, d)
 		return

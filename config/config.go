@@ -54,6 +54,7 @@ type Config struct {
 	Sink     Sink     `toml:"sink"`
 	Backfill Backfill `toml:"backfill"`
 	Metrics  Metrics  `toml:"metrics"`
+	Tracing  Tracing  `toml:"tracing"`
 }
 
 // Database is the Postgres connection.
@@ -132,6 +133,21 @@ type Backfill struct {
 type Metrics struct {
 	// Addr is host:port to serve /metrics on; empty turns it off.
 	Addr string `toml:"addr"`
+}
+
+// Tracing mirrors the OpenTelemetry settings most often changed; each one
+// set here wins over its OTEL_* variable, and everything else (protocol,
+// headers, sampler name, OTEL_SDK_DISABLED) is read from OTEL_* alone.
+type Tracing struct {
+	// Endpoint is the OTLP collector (OTEL_EXPORTER_OTLP_ENDPOINT);
+	// empty leaves it to the environment, and with none there tracing is off.
+	Endpoint string `toml:"endpoint"`
+	// SamplerRatio is the share of traces kept, 0 to 1
+	// (OTEL_TRACES_SAMPLER_ARG); empty means the environment's or 0.01.
+	SamplerRatio string `toml:"sampler_ratio"`
+	// Force lists FIDs and message hashes always traced, in the syntax of
+	// WAYPOINT_TRACE_FORCE ("fid:123,hash:0x..."); both lists apply.
+	Force string `toml:"force"`
 }
 
 // Default returns the built-in configuration; config/sample.toml documents

@@ -359,6 +359,10 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{`config: WAYPOINT_METRICS__ADDR="9090" in environment: want host:port, or empty to turn metrics off`},
 		},
 		{
+			name: "sampler ratio", env: []string{"WAYPOINT_TRACING__SAMPLER_RATIO=1.5"},
+			want: []string{`config: WAYPOINT_TRACING__SAMPLER_RATIO="1.5" in environment: want a number from 0 to 1`},
+		},
+		{
 			name: "header name", env: []string{"WAYPOINT_HUB__HEADERS__GRPC_TIMEOUT=1"},
 			want: []string{`config: WAYPOINT_HUB__HEADERS__GRPC_TIMEOUT in environment: want a header name`},
 		},

@@ -56,6 +56,11 @@ func (l *loader) validate() {
 	if c.Metrics.Addr != "" {
 		l.check("metrics.addr", checkHostPort(c.Metrics.Addr, "want host:port, or empty to turn metrics off"))
 	}
+	if c.Tracing.SamplerRatio != "" {
+		if r, err := strconv.ParseFloat(c.Tracing.SamplerRatio, 64); err != nil || !(r >= 0 && r <= 1) {
+			l.check("tracing.sampler_ratio", "want a number from 0 to 1")
+		}
+	}
 }
 
 func (l *loader) check(key, problem string) {

@@ -7,8 +7,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/waypointhq/waypoint/bus"
 	pb "github.com/waypointhq/waypoint/proto"
+	"github.com/waypointhq/waypoint/telemetry"
 )
 
 // maxType bounds the event type numbers counted per block.
@@ -60,7 +60,6 @@ type block struct {
 	// are counted in have (see tracker.seed).
 	floor uint64
 	span  trace.Span
-	trace []string // header name, value pairs of the block's trace context
 }
 
 func newTracker(s *shard, a *acker, from *uint64) *tracker {
@@ -132,28 +131,23 @@ var spanKind = trace.WithSpanKind(trace.SpanKindProducer)
 
 func (t *tracker) newBlock(num uint64, verify bool) *block {
 	b := &block{num: num, verify: verify}
-	o := &t.s.in.opts
-	ctx, span := t.s.in.tracer.Start(context.Background(), "ingest.block", spanKind)
+	_, span := t.s.in.tracer.Start(context.Background(), "ingest.block", spanKind)
 	if span.IsRecording() {
-		span.SetAttributes(attribute.Int64("waypoint.shard", int64(t.s.id)), attribute.Int64("waypoint.block", int64(num)))
+		span.SetAttributes(telemetry.Shard(t.s.id), attribute.Int64("farcaster.block", int64(num)))
 	}
 	b.span = span
-	if span.SpanContext().IsValid() {
-		c := bus.HeaderCarrier{}
-		o.Propagator.Inject(ctx, c)
-		for k, v := range c {
-			if len(v) > 0 {
-				b.trace = append(b.trace, k, v[0])
-			}
-		}
-	}
 	return b
 }
 
+// end closes the block's span and the receive spans of events it still
+// holds, which are dropped with it (see tracker.reset).
 func (b *block) end() {
 	if b.span != nil {
 		b.span.End()
 		b.span = nil
+	}
+	for _, e := range b.buf {
+		e.endReceive()
 	}
 }
 
@@ -251,10 +245,11 @@ func (t *tracker) add(ctx context.Context, e *event) error {
 	// From here on the event is the tracker's: published, or held in its
 	// block. Until then an error leaves it to be received again.
 	b := t.cur
+	s.startReceive(e)
 	b.count(e)
 	t.lastID, t.haveLast = e.id, true
 	if !b.verify || b.released {
-		if err := t.s.publish(ctx, t.a, e, b.trace); err != nil {
+		if err := t.s.publish(ctx, t.a, e); err != nil {
 			b.uncount(e)
 			t.lastID = e.id - 1
 			return err
@@ -290,7 +285,7 @@ func (t *tracker) resume(ctx context.Context, afterStall bool) error {
 
 func (t *tracker) release(ctx context.Context, b *block) error {
 	for i, e := range b.buf {
-		if err := t.s.publish(ctx, t.a, e, b.trace); err != nil {
+		if err := t.s.publish(ctx, t.a, e); err != nil {
 			b.buf = b.buf[i:]
 			return err
 		}
@@ -363,6 +358,9 @@ func (t *tracker) repair(ctx context.Context, b *block) error {
 	s.st.Repaired += uint64(added)
 	s.mu.Unlock()
 	if b.complete() {
+		if m := s.in.opts.Metrics; m != nil && added > 0 {
+			m.GapsRepaired.WithLabelValues(s.label).Inc()
+		}
 		s.log.Info("ingest: repaired block from GetEvents", "block", b.num, "events", added)
 		return nil
 	}

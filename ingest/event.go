@@ -1,8 +1,11 @@
 package ingest
 
 import (
+	"context"
 	"errors"
 	"fmt"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -29,6 +32,12 @@ type event struct {
 	hasFID  bool
 	hashes  [][]byte
 	confirm *confirmCounts // BLOCK_CONFIRMED only
+	// msgType is the MessageType of the event's primary message (0: none).
+	msgType pb.MessageType
+	// span is the event's ingest.receive span, and spanCtx the context
+	// holding it; nil until the event is traced (see shard.startReceive).
+	span    trace.Span
+	spanCtx context.Context
 	// err is set when the bytes do not parse; the other fields hold what
 	// was read before the damage.
 	err error
@@ -120,13 +129,13 @@ func (e *event) parseBody(num protowire.Number, body []byte, fidSet *bool) error
 			if f != 1 && (num != 3 || f != 2) {
 				return nil
 			}
-			fid, hash, err := parseMessage(v)
+			fid, hash, mt, err := parseMessage(v)
 			if err != nil {
 				return err
 			}
 			if f == 1 {
 				e.setFID(fid, fidSet)
-				primary = hash
+				primary, e.msgType = hash, mt
 			} else {
 				deleted = append(deleted, hash)
 			}
@@ -158,9 +167,11 @@ func (e *event) parseBody(num protowire.Number, body []byte, fidSet *bool) error
 			case 2:
 				delFID, err = varintField(v, 5)
 			case 3:
-				msgFID, msgHash, err = parseMessage(v)
+				var mt pb.MessageType
+				msgFID, msgHash, mt, err = parseMessage(v)
+				e.msgType = mt
 			case 4:
-				delMsgFID, delHash, err = parseMessage(v)
+				delMsgFID, delHash, _, err = parseMessage(v)
 			}
 			return err
 		})
@@ -261,9 +272,9 @@ func (e *event) setFID(fid uint64, set *bool) {
 	}
 }
 
-// parseMessage returns a Message's FID (from data, or from data_bytes when
-// data is absent) and hash.
-func parseMessage(b []byte) (fid uint64, hash []byte, err error) {
+// parseMessage returns a Message's FID and type (from data, or from
+// data_bytes when data is absent) and hash.
+func parseMessage(b []byte) (fid uint64, hash []byte, typ pb.MessageType, err error) {
 	var data, dataBytes []byte
 	err = eachBytes(b, func(f protowire.Number, v []byte) error {
 		switch f {
@@ -277,17 +288,50 @@ func parseMessage(b []byte) (fid uint64, hash []byte, err error) {
 		return nil
 	})
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, 0, err
 	}
 	if data == nil {
 		data = dataBytes
 	}
 	if data != nil {
-		if fid, err = varintField(data, 2); err != nil {
-			return 0, nil, fmt.Errorf("message data: %w", err)
+		var t uint64
+		if t, fid, err = varintFields12(data); err != nil {
+			return 0, nil, 0, fmt.Errorf("message data: %w", err)
 		}
+		typ = pb.MessageType(int32(t))
 	}
-	return fid, hash, nil
+	return fid, hash, typ, nil
+}
+
+// varintFields12 returns the last values of varint fields 1 and 2 of b
+// (MessageData: type, fid) in one pass.
+func varintFields12(b []byte) (f1, f2 uint64, err error) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, 0, errTruncated
+		}
+		b = b[n:]
+		if (num == 1 || num == 2) && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return 0, 0, errTruncated
+			}
+			if num == 1 {
+				f1 = v
+			} else {
+				f2 = v
+			}
+			b = b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return 0, 0, errTruncated
+		}
+		b = b[n:]
+	}
+	return f1, f2, nil
 }
 
 // eachBytes calls fn for every length-delimited field of b, skipping the

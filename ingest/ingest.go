@@ -44,6 +44,7 @@ import (
 
 	"github.com/waypointhq/waypoint/bus"
 	pb "github.com/waypointhq/waypoint/proto"
+	"github.com/waypointhq/waypoint/telemetry"
 )
 
 // EventTypes are the event types ingest subscribes to. MERGE_FAILURE is
@@ -98,10 +99,16 @@ type Options struct {
 	GapHandler GapHandler
 	// Logger receives progress, reconnect and gap logs.
 	Logger *slog.Logger
-	// TracerProvider and Propagator trace each block and put its trace
-	// context on the block's messages (defaults: the otel globals).
+	// TracerProvider and Propagator trace each event (an ingest.receive
+	// root span with an ingest.publish child lasting until the ack) and
+	// put the publish span's context on its message, so the sink continues
+	// the event's trace (defaults: the otel globals). Blocks get an
+	// ingest.block span of their own.
 	TracerProvider trace.TracerProvider
 	Propagator     propagation.TextMapPropagator
+	// Metrics, when set, receives the waypoint_events_*, checkpoint,
+	// reconnect, gap and publish latency metrics.
+	Metrics *telemetry.Metrics
 }
 
 func (o Options) withDefaults() (Options, error) {

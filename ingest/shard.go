@@ -7,15 +7,20 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/waypointhq/waypoint/bus"
 	pb "github.com/waypointhq/waypoint/proto"
+	"github.com/waypointhq/waypoint/telemetry"
 )
 
 var (
@@ -34,9 +39,10 @@ func (e *skippedError) Error() string {
 // shard follows one shard: a loop of subscription sessions sharing the
 // checkpoint.
 type shard struct {
-	in  *Ingester
-	id  uint32
-	log *slog.Logger
+	in    *Ingester
+	id    uint32
+	label string // telemetry.ShardLabel(id)
+	log   *slog.Logger
 
 	mu sync.Mutex
 	st ShardStats
@@ -51,10 +57,13 @@ type shard struct {
 	// Only the run goroutine touches these.
 	repairBlock uint64
 	repairFails int
+	// attrs is startReceive's buffer: the SDK copies start attributes
+	// into the spans it records, so one slice serves every event.
+	attrs []attribute.KeyValue
 }
 
 func newShard(in *Ingester, id uint32) *shard {
-	return &shard{in: in, id: id, log: in.log.With("shard", id), st: ShardStats{Shard: id}}
+	return &shard{in: in, id: id, label: telemetry.ShardLabel(id), log: in.log.With("shard", id), st: ShardStats{Shard: id}}
 }
 
 func (s *shard) snapshot() ShardStats {
@@ -130,6 +139,9 @@ func (s *shard) run(ctx context.Context) error {
 		s.mu.Lock()
 		s.st.Reconnects++
 		s.mu.Unlock()
+		if m := o.Metrics; m != nil {
+			m.Reconnects.WithLabelValues(s.label).Inc()
+		}
 		var skip *skippedError
 		if errors.As(err, &skip) && p != nil {
 			// Replay from the checkpoint, once everything before the jump
@@ -196,6 +208,9 @@ func (s *shard) save(ctx context.Context) error {
 		s.st.SavedCheckpoint, s.saved = cp, true
 	}
 	s.mu.Unlock()
+	if m := s.in.opts.Metrics; m != nil {
+		m.CheckpointEventID.WithLabelValues(s.label).Set(float64(cp))
+	}
 	return nil
 }
 
@@ -395,6 +410,47 @@ func (s *shard) received(e *event) {
 		s.liveStart = &id
 	}
 	s.mu.Unlock()
+	if m := s.in.opts.Metrics; m != nil {
+		m.EventsReceived.WithLabelValues(s.label, typeName(e.typ)).Inc()
+	}
+}
+
+// startReceive starts e's ingest.receive span, the root of the event's
+// trace, unless it has one. The attributes are given at start so that the
+// force sampler can match the FID and hash.
+func (s *shard) startReceive(e *event) {
+	if e.span != nil {
+		return
+	}
+	attrs := append(s.attrs[:0], telemetry.Shard(s.id), telemetry.AttrEventID.Int64(int64(e.id)), telemetry.AttrEventType.String(typeName(e.typ)))
+	if e.hasFID {
+		attrs = append(attrs, telemetry.FID(e.fid))
+	}
+	if len(e.hashes) > 0 {
+		attrs = append(attrs, telemetry.MessageHash(e.hashes[0]))
+	}
+	if e.msgType != 0 {
+		attrs = append(attrs, telemetry.AttrMessageType.String(e.msgType.String()))
+	}
+	s.attrs = attrs
+	e.spanCtx, e.span = s.in.tracer.Start(context.Background(), telemetry.SpanIngestReceive,
+		trace.WithAttributes(attrs...), receiveKind)
+}
+
+var receiveKind = trace.WithSpanKind(trace.SpanKindConsumer)
+
+// typeName is the event type as spans, metrics and message headers spell
+// it: "MERGE_MESSAGE" for HUB_EVENT_TYPE_MERGE_MESSAGE.
+func typeName(t pb.HubEventType) string {
+	return strings.TrimPrefix(t.String(), "HUB_EVENT_TYPE_")
+}
+
+// endReceive ends e's receive span, if it has one.
+func (e *event) endReceive() {
+	if e.span != nil {
+		e.span.End()
+		e.span, e.spanCtx = nil, nil
+	}
 }
 
 // checkStart looks at the first event of a subscription from from. It
@@ -464,6 +520,9 @@ func (s *shard) reportGap(ctx context.Context, g Gap) {
 	s.mu.Lock()
 	s.st.Gaps++
 	s.mu.Unlock()
+	if m := s.in.opts.Metrics; m != nil {
+		m.GapsDetected.WithLabelValues(s.label).Inc()
+	}
 	attrs := []any{"kind", g.Kind.String(), "from_id", g.FromID, "to_id", g.ToID}
 	if len(g.Missing) > 0 {
 		attrs = append(attrs, "missing", fmt.Sprint(g.Missing))
@@ -483,8 +542,11 @@ func (s *shard) reportGap(ctx context.Context, g Gap) {
 }
 
 // publish sends e unless an earlier session already had it acknowledged.
-func (s *shard) publish(ctx context.Context, a *acker, e *event, trace []string) error {
+// The message carries the context of the event's ingest.publish span,
+// which lasts until the server acknowledges it.
+func (s *shard) publish(ctx context.Context, a *acker, e *event) error {
 	if cp, ok := s.checkpoint(); ok && e.id <= cp {
+		e.endReceive()
 		return nil
 	}
 	lim := s.in.lim
@@ -493,18 +555,27 @@ func (s *shard) publish(ctx context.Context, a *acker, e *event, trace []string)
 			Err: fmt.Errorf("event bytes do not parse: %w", e.err)})
 		return a.skip(ctx, e.id)
 	}
+	// Events fetched to repair a block were not received on the stream;
+	// their trace starts here.
+	s.startReceive(e)
 	msg := bus.NewMsg(e.busEvent(s.id), s.in.opts.Bus.Partitions())
-	for i := 0; i+1 < len(trace); i += 2 {
-		msg.Header[trace[i]] = trace[i+1 : i+2 : i+2]
-	}
 	size := len(e.data)
 	if err := lim.acquire(ctx, size); err != nil {
 		return err
 	}
+	pctx, span := s.in.tracer.Start(e.spanCtx, telemetry.SpanIngestPublish, publishKind)
+	if span.SpanContext().IsValid() {
+		s.in.opts.Propagator.Inject(pctx, bus.HeaderCarrier(msg.Header))
+	}
+	start := time.Now()
 	fut, err := s.in.opts.Bus.PublishAsync(msg)
 	if err != nil {
 		lim.release(size)
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "publish failed")
+		span.End()
 		if errors.Is(err, nats.ErrMaxPayload) {
+			e.endReceive()
 			g := Gap{Shard: s.id, Kind: GapUnpublishable, FromID: e.id, ToID: e.id + 1, Err: err}
 			if e.hasFID {
 				g.FIDs = []uint64{e.fid}
@@ -514,15 +585,23 @@ func (s *shard) publish(ctx context.Context, a *acker, e *event, trace []string)
 		}
 		return err
 	}
-	a.fifo <- pending{fut: fut, id: e.id, size: size}
+	e.endReceive()
+	a.fifo <- pending{fut: fut, id: e.id, size: size, typ: e.typ, span: span, start: start}
 	return nil
 }
+
+var publishKind = trace.WithSpanKind(trace.SpanKindProducer)
 
 // pending is a publish awaiting its ack, in publish order.
 type pending struct {
 	fut  jetstream.PubAckFuture // nil: nothing published (a reported gap)
 	id   uint64
 	size int
+	typ  pb.HubEventType
+	// span is the publish span, ended with the ack; start is when the
+	// publish was sent.
+	span  trace.Span
+	start time.Time
 }
 
 // acker resolves a session's publishes in order and advances the
@@ -577,6 +656,13 @@ func (a *acker) loop() {
 			}
 		}
 		a.s.in.lim.release(p.size)
+		if p.span != nil {
+			if err != nil {
+				p.span.RecordError(err)
+				p.span.SetStatus(codes.Error, "not acknowledged")
+			}
+			p.span.End()
+		}
 		if failed {
 			continue
 		}
@@ -584,6 +670,10 @@ func (a *acker) loop() {
 			failed = true
 			a.fail(fmt.Errorf("publish event %d: %w", p.id, err))
 			continue
+		}
+		if m := a.s.in.opts.Metrics; m != nil && p.fut != nil {
+			m.PublishLatency.Observe(time.Since(p.start).Seconds())
+			m.EventsPublished.WithLabelValues(a.s.label, typeName(p.typ)).Inc()
 		}
 		a.s.acked(p.id, ack)
 	}

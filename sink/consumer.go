@@ -9,14 +9,19 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/waypointhq/waypoint/bus"
 	pb "github.com/waypointhq/waypoint/proto"
+	"github.com/waypointhq/waypoint/telemetry"
 )
 
 // maxWriteAttempts is how often a batch is retried whole while the database
@@ -291,6 +296,10 @@ type batch struct {
 	events  []*pb.HubEvent
 	evKeys  []string
 	poisons []poison
+	// spans are the messages' sink.process spans; links point the batch's
+	// commit span at the sampled ones.
+	spans []trace.Span
+	links []trace.Link
 }
 
 func (r *replica) consume(ctx context.Context, p int) {
@@ -404,11 +413,18 @@ func (r *replica) process(ctx context.Context, p int, b *batch) {
 	b.seqs = slices.Grow(b.seqs[:0], n)[:n]
 	b.keys = slices.Grow(b.keys[:0], n)[:n]
 	b.seen = slices.Grow(b.seen[:0], n)[:n]
-	b.events, b.evKeys, b.poisons = b.events[:0], b.evKeys[:0], b.poisons[:0]
+	b.spans = slices.Grow(b.spans[:0], n)[:n]
+	b.events, b.evKeys, b.poisons, b.links = b.events[:0], b.evKeys[:0], b.poisons[:0], b.links[:0]
+	pending := int64(-1)
 	for i, m := range b.msgs {
 		b.seqs[i] = 0
 		if md, err := m.Metadata(); err == nil {
 			b.seqs[i] = md.Sequence.Stream
+			pending = int64(md.NumPending)
+		}
+		b.spans[i] = r.startProcess(m)
+		if sc := b.spans[i].SpanContext(); sc.IsSampled() {
+			b.links = append(b.links, trace.Link{SpanContext: sc})
 		}
 		b.keys[i] = ""
 		if r.s.dedup != nil {
@@ -421,27 +437,63 @@ func (r *replica) process(ctx context.Context, p int, b *batch) {
 	r.s.dedup.seenOrNone(wctx, b.keys, b.seen)
 	dups := 0
 	for i, m := range b.msgs {
+		span := b.spans[i]
 		if b.seen[i] {
 			dups++
+			span.SetAttributes(attrDuplicate)
+			span.End()
 			continue
 		}
 		ev := &pb.HubEvent{}
 		if err := proto.Unmarshal(m.Data(), ev); err != nil {
 			b.poisons = append(b.poisons, newPoison(m, b.seqs[i], ReasonUndecodable, err.Error(), nil))
+			span.SetStatus(codes.Error, ReasonUndecodable)
+			span.End()
 			continue
 		}
 		if reason, detail, hash := validateEvent(ev, o.Validate, o.Network); reason != "" {
 			b.poisons = append(b.poisons, newPoison(m, b.seqs[i], reason, detail, hash))
+			span.SetStatus(codes.Error, reason)
+			span.End()
 			continue
 		}
 		b.events = append(b.events, ev)
 		b.evKeys = append(b.evKeys, b.keys[i])
+		span.End()
 	}
+	clear(b.spans)
 
-	res, ok := r.write(ctx, wctx, log, b)
+	met := o.Metrics
+	if met != nil && pending >= 0 {
+		met.JetStreamPending.WithLabelValues(bus.ConsumerName(o.Group, p)).Set(float64(pending))
+	}
+	cctx, commit := r.s.tracer.Start(wctx, telemetry.SpanSinkCommit, trace.WithLinks(b.links...),
+		trace.WithAttributes(attribute.Int("waypoint.batch.messages", n), attribute.Int("waypoint.partition", p)))
+	clear(b.links)
+	start := time.Now()
+	res, ok := r.write(ctx, cctx, log, b)
 	if !ok {
+		commit.SetStatus(codes.Error, "abandoned unacknowledged")
+		commit.End()
 		log.Warn("sink: abandoning batch unacknowledged", "messages", n)
 		return
+	}
+	if commit.IsRecording() {
+		commit.SetAttributes(attribute.Int("waypoint.batch.events", len(b.events)), attribute.Int("waypoint.batch.dead_letters", len(b.poisons)))
+		for table, rows := range res.Rows {
+			commit.SetAttributes(attribute.Int64("waypoint.rows."+table, rows))
+		}
+	}
+	commit.End()
+	if met != nil {
+		met.SinkBatchSize.Observe(float64(n))
+		met.SinkCommitSeconds.Observe(time.Since(start).Seconds())
+		for table, rows := range res.Rows {
+			met.RowsWritten.WithLabelValues(table).Add(float64(rows))
+		}
+		for i := range b.poisons {
+			met.DeadLetters.WithLabelValues("sink", b.poisons[i].reason).Inc()
+		}
 	}
 	r.s.dedup.commitOrNone(wctx, b.evKeys)
 	for i := range b.poisons {
@@ -461,6 +513,33 @@ func (r *replica) process(ctx context.Context, p int, b *batch) {
 	r.s.written.Add(int64(len(b.events)))
 	r.s.dead.Add(int64(len(b.poisons)))
 	r.s.writerDead.Add(int64(res.DeadLetters))
+}
+
+var attrDuplicate = attribute.Bool("waypoint.dedupe.hit", true)
+
+// startProcess starts m's sink.process span under the trace context in
+// its headers, with the event's attributes from the headers.
+func (r *replica) startProcess(m jetstream.Msg) trace.Span {
+	h := m.Headers()
+	ctx := r.s.opts.Propagator.Extract(context.Background(), bus.HeaderCarrier(h))
+	attrs := make([]attribute.KeyValue, 0, 5)
+	if v, err := strconv.ParseUint(h.Get(bus.HeaderShard), 10, 32); err == nil {
+		attrs = append(attrs, telemetry.Shard(uint32(v)))
+	}
+	if v, err := strconv.ParseInt(h.Get(bus.HeaderEventID), 10, 64); err == nil {
+		attrs = append(attrs, telemetry.AttrEventID.Int64(v))
+	}
+	if v := h.Get(bus.HeaderEventType); v != "" {
+		attrs = append(attrs, telemetry.AttrEventType.String(v))
+	}
+	if v, err := strconv.ParseUint(h.Get(bus.HeaderFID), 10, 64); err == nil {
+		attrs = append(attrs, telemetry.FID(v))
+	}
+	if v := h.Get(bus.HeaderHash); v != "" {
+		attrs = append(attrs, telemetry.AttrMessageHash.String("0x"+strings.ToLower(v)))
+	}
+	_, span := r.s.tracer.Start(ctx, telemetry.SpanSinkProcess, trace.WithAttributes(attrs...), trace.WithSpanKind(trace.SpanKindConsumer))
+	return span
 }
 
 func newPoison(m jetstream.Msg, seq uint64, reason, detail string, hash []byte) poison {
@@ -547,6 +626,9 @@ func (r *replica) writeSingly(ctx context.Context, b *batch, res *WriteResult) e
 		}
 		raw, _ := proto.Marshal(ev)
 		p := poison{reason: "store_failed", detail: err.Error(), msg: rawMsg{data: raw}}
+		if m := r.s.opts.Metrics; m != nil {
+			m.DeadLetters.WithLabelValues("sink", p.reason).Inc()
+		}
 		s, id := int32(ev.ShardIndex), int64(ev.Id)
 		p.shard, p.eventID = &s, &id
 		bad = append(bad, p)

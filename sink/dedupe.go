@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/waypointhq/waypoint/telemetry"
 )
 
 // Dedupe defaults.
@@ -36,6 +38,8 @@ type dedupe struct {
 
 	hits, misses, errors atomic.Int64
 	downUntil            atomic.Int64 // unix nanos
+
+	metrics *telemetry.Metrics // nil: none
 }
 
 func newDedupe(rdb *redis.Client, prefix string, ttl time.Duration) *dedupe {
@@ -59,6 +63,9 @@ func (d *dedupe) available() bool {
 
 func (d *dedupe) fail() {
 	d.errors.Add(1)
+	if d.metrics != nil {
+		d.metrics.DedupeCacheRequests.WithLabelValues(telemetry.DedupeError).Inc()
+	}
 	d.downUntil.Store(time.Now().Add(dedupeBackoff).UnixNano())
 }
 
@@ -96,6 +103,10 @@ func (d *dedupe) seen(ctx context.Context, keys []string, seen []bool) {
 	}
 	d.hits.Add(hits)
 	d.misses.Add(int64(len(ask)) - hits)
+	if d.metrics != nil {
+		d.metrics.DedupeCacheRequests.WithLabelValues(telemetry.DedupeHit).Add(float64(hits))
+		d.metrics.DedupeCacheRequests.WithLabelValues(telemetry.DedupeMiss).Add(float64(int64(len(ask)) - hits))
+	}
 }
 
 // commit records keys as stored, in one pipelined round trip.

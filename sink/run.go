@@ -56,10 +56,14 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/waypointhq/waypoint/bus"
 	"github.com/waypointhq/waypoint/message"
 	pb "github.com/waypointhq/waypoint/proto"
+	"github.com/waypointhq/waypoint/telemetry"
 )
 
 // Defaults for Options fields left zero.
@@ -113,6 +117,17 @@ type Options struct {
 	// OnBatch, when set, is called after each batch committed and before
 	// it is acknowledged, from the goroutine that processed it.
 	OnBatch func(BatchInfo)
+
+	// TracerProvider and Propagator trace each message (a sink.process
+	// span continuing the trace in its headers) and each batch (a
+	// sink.commit span linked to the process spans of the messages it
+	// wrote). Nil TracerProvider turns tracing off; nil Propagator is
+	// the W3C trace context.
+	TracerProvider trace.TracerProvider
+	Propagator     propagation.TextMapPropagator
+	// Metrics, when set, receives the sink's batch, latency, rows,
+	// dedupe, dead-letter and pending metrics.
+	Metrics *telemetry.Metrics
 }
 
 // BatchInfo describes one committed batch.
@@ -142,9 +157,10 @@ type Stats struct {
 
 // Sink runs the replicas of one consumer group.
 type Sink struct {
-	opts  Options
-	log   *slog.Logger
-	dedup *dedupe
+	opts   Options
+	log    *slog.Logger
+	dedup  *dedupe
+	tracer trace.Tracer
 
 	batches, messages, written, dead, writerDead, retries atomic.Int64
 	replicas, held                                        atomic.Int64
@@ -201,10 +217,17 @@ func New(ctx context.Context, opts Options) (*Sink, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.TracerProvider == nil {
+		opts.TracerProvider = noop.NewTracerProvider()
+	}
+	if opts.Propagator == nil {
+		opts.Propagator = propagation.TraceContext{}
+	}
 	if !validKeyToken(opts.Group) {
 		return nil, fmt.Errorf("sink: group %q may hold only letters, digits, '-' and '_'", opts.Group)
 	}
-	s := &Sink{opts: opts, log: opts.Logger.With("component", "sink", "group", opts.Group)}
+	s := &Sink{opts: opts, log: opts.Logger.With("component", "sink", "group", opts.Group),
+		tracer: opts.TracerProvider.Tracer("github.com/waypointhq/waypoint/sink")}
 	if opts.Redis != nil {
 		// The cache says "committed to this database": scope it to the
 		// database's instance id so another database behind the same Redis
@@ -218,6 +241,7 @@ func New(ctx context.Context, opts Options) (*Sink, error) {
 			prefix = DefaultDedupePrefix
 		}
 		s.dedup = newDedupe(opts.Redis, prefix+id+":", opts.DedupeTTL)
+		s.dedup.metrics = opts.Metrics
 	}
 	for p := 0; p < opts.Bus.Partitions(); p++ {
 		_, err := opts.Bus.GroupConsumer(ctx, opts.Group, p, bus.ConsumerOptions{

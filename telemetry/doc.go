@@ -78,6 +78,11 @@
 // spans under a forced span are sampled through the parent-based rule, so
 // forcing needs a parentbased_* sampler to cover more than the first span.
 //
+// Finally, a root span with a sampled link is always sampled: the sink's
+// batch commit (its own trace, linked to the sink.process span of every
+// message it wrote) is then kept whenever one of its messages is, so a
+// sampled message's trace always leads to the commit that stored it.
+//
 // # Metrics
 //
 // NewMetrics returns every waypoint_* metric on a private registry, plus

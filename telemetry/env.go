@@ -121,6 +121,9 @@ func resolveTracing(opts TracingOptions) (tracingConfig, error) {
 			return c, err
 		}
 	}
+	if err := c.force.parse(opts.Force); err != nil {
+		return c, fmt.Errorf("force option: %w", err)
+	}
 	if err := c.force.parse(env["WAYPOINT_TRACE_FORCE"]); err != nil {
 		return c, fmt.Errorf("WAYPOINT_TRACE_FORCE: %w", err)
 	}

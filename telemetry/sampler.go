@@ -202,3 +202,27 @@ func (s *forceSampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.Samp
 func (s *forceSampler) Description() string {
 	return fmt.Sprintf("ForceSampler{fids:%d,hashes:%d,base:%s}", len(s.force.fids), len(s.force.hashes), s.base.Description())
 }
+
+// linkSampler records a root span linked to at least one sampled span,
+// such as a sink batch commit linked to the messages it wrote: without it
+// the batch would be sampled on its own trace id, and a sampled message's
+// trace would almost never show where it was committed. Everything else is
+// the base sampler's decision.
+type linkSampler struct {
+	base sdktrace.Sampler
+}
+
+func (s *linkSampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	if !trace.SpanContextFromContext(p.ParentContext).IsValid() {
+		for _, l := range p.Links {
+			if l.SpanContext.IsSampled() {
+				return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample}
+			}
+		}
+	}
+	return s.base.ShouldSample(p)
+}
+
+func (s *linkSampler) Description() string {
+	return "LinkSampler{" + s.base.Description() + "}"
+}

@@ -214,3 +214,52 @@ func TestForceSamplerKeepsTraceState(t *testing.T) {
 		t.Errorf("got %v with tracestate %q, want sampled with vendor=value", got.Decision, got.Tracestate.String())
 	}
 }
+
+// TestLinkSampler: a root span linked to a sampled span is recorded
+// whatever the ratio says, so a batch commit shows up beside the sampled
+// messages it wrote; unsampled links change nothing, and a span with a
+// parent follows the parent.
+func TestLinkSampler(t *testing.T) {
+	link := func(sampled bool) trace.Link {
+		flags := trace.TraceFlags(0)
+		if sampled {
+			flags = trace.FlagsSampled
+		}
+		return trace.Link{SpanContext: trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: trace.TraceID{0: 7, 15: 7}, SpanID: trace.SpanID{0: 7}, TraceFlags: flags,
+		})}
+	}
+	root := context.Background()
+	tests := []struct {
+		name  string
+		ctx   context.Context
+		links []trace.Link
+		want  sdktrace.SamplingDecision
+	}{
+		{"root, no links", root, nil, sdktrace.Drop},
+		{"root, unsampled link", root, []trace.Link{link(false)}, sdktrace.Drop},
+		{"root, one sampled link of two", root, []trace.Link{link(false), link(true)}, sdktrace.RecordAndSample},
+		{"unsampled parent, sampled link", parentCtx(false, true), []trace.Link{link(true)}, sdktrace.Drop},
+		{"sampled parent, no links", parentCtx(true, true), nil, sdktrace.RecordAndSample},
+	}
+	// Ratio 0 drops every root, so only the link rule can keep one.
+	cfg, err := resolveTracing(TracingOptions{Endpoint: "http://127.0.0.1:4318", SamplerArg: "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := cfg.buildSampler()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := s.ShouldSample(sdktrace.SamplingParameters{ParentContext: tt.ctx, TraceID: traceIDLow, Name: "x", Links: tt.links})
+			if got.Decision != tt.want {
+				t.Errorf("decision = %v, want %v (%s)", got.Decision, tt.want, s.Description())
+			}
+		})
+	}
+	if d := s.Description(); !strings.HasPrefix(d, "LinkSampler{ParentBased") {
+		t.Errorf("Description() = %q", d)
+	}
+}

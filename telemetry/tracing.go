@@ -43,6 +43,9 @@ type TracingOptions struct {
 	// the entries of WAYPOINT_TRACE_FORCE.
 	ForceFIDs   []uint64
 	ForceHashes []string
+	// Force lists more entries in the syntax of WAYPOINT_TRACE_FORCE
+	// ("fid:123,hash:0x..."), e.g. from a configuration file.
+	Force string
 	// Disabled turns tracing off whatever the environment says.
 	Disabled bool
 
@@ -103,16 +106,16 @@ func SetupTracing(ctx context.Context, opts TracingOptions) (*Tracing, error) {
 }
 
 // buildSampler returns the configured sampler, wrapped in the force
-// sampler when there is anything to force.
+// sampler when there is anything to force, and in the link sampler.
 func (c *tracingConfig) buildSampler() (sdktrace.Sampler, error) {
 	s, err := newSampler(c.sampler, c.samplerArg)
 	if err != nil {
 		return nil, err
 	}
-	if c.force.empty() {
-		return s, nil
+	if !c.force.empty() {
+		s = &forceSampler{base: s, force: c.force}
 	}
-	return &forceSampler{base: s, force: c.force}, nil
+	return &linkSampler{base: s}, nil
 }
 
 // newSDKProvider builds the provider for cfg around the given span

@@ -130,31 +130,6 @@ func TestCommandFlagsInHelp(t *testing.T) {
 	}
 }
 
-func TestNotImplemented(t *testing.T) {
-	tests := [][]string{
-		{"status"}, {"status", "--json"},
-		{"trace", "0x8f3a54f0b7c8e2d1a9f06b3c4d5e6f708192a3b4"},
-	}
-	for _, args := range tests {
-		t.Run(strings.Join(args, " "), func(t *testing.T) {
-			code, out, errOut := runCLI(t, nil, args...)
-			if code != exitNotImplemented {
-				t.Fatalf("exit %d, want %d; stderr %s", code, exitNotImplemented, errOut)
-			}
-			name := args[0]
-			if len(args) > 1 && (name == "dlq" || name == "backfill" || name == "migrate") {
-				name += " " + args[1]
-			}
-			if want := "waypoint " + name + ": not implemented yet\n"; errOut != want {
-				t.Fatalf("stderr %q, want %q", errOut, want)
-			}
-			if out != "" {
-				t.Fatalf("stdout %q, want nothing", out)
-			}
-		})
-	}
-}
-
 func TestBadConfig(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "bad.toml")
 	if err := os.WriteFile(bad, []byte("[database]\nur = \"postgres://x/y\"\n"), 0o600); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -80,9 +81,11 @@ func (*startCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) 
 		return err
 	}
 	defer b.Close()
+	o := newObserver(cfg, log)
+	defer o.serve(ctx, "ingest", "sink", "backfill")()
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return runIngest(gctx, cfg, log, b) })
-	g.Go(func() error { return runSink(gctx, cfg, log, b) })
+	g.Go(func() error { return runIngest(gctx, cfg, log, b, o) })
+	g.Go(func() error { return runSink(gctx, cfg, log, b, o) })
 	return g.Wait()
 }
 
@@ -102,18 +105,24 @@ func (*ingestCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger)
 		return err
 	}
 	defer b.Close()
-	return runIngest(ctx, cfg, log, b)
+	o := newObserver(cfg, log)
+	defer o.serve(ctx, "ingest")()
+	return runIngest(ctx, cfg, log, b, o)
 }
 
 // runIngest follows the hub's shards into b. Gaps ingest cannot repair
 // from the node's event log become priority backfill jobs when Redis is
 // configured; without it they are logged as errors.
-func runIngest(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus.Bus) error {
+func runIngest(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus.Bus, o *observer) error {
 	h, err := dialHub(ctx, cfg, log, 0)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
+	tp, prop, err := o.providers(ctx, serviceIngest)
+	if err != nil {
+		return err
+	}
 	rdb, err := openRedis(ctx, cfg)
 	if err != nil {
 		return err
@@ -121,15 +130,23 @@ func runIngest(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus
 	var gaps ingest.GapHandler
 	if rdb != nil {
 		defer rdb.Close()
-		gaps = gapBackfill(cfg, log, newQueue(cfg, rdb), h)
+		gaps = gapBackfill(cfg, log, newQueue(cfg, rdb, backfill.WithTracerProvider(tp)), h)
 	}
-	return ingest.Run(ctx, ingest.Options{
-		Hub:        h.Raw(),
-		Bus:        b,
-		Shards:     cfg.Hub.ShardIndices,
-		GapHandler: gaps,
-		Logger:     log.With("component", "ingest"),
+	in, err := ingest.New(ingest.Options{
+		Hub:            h.Raw(),
+		Bus:            b,
+		Shards:         cfg.Hub.ShardIndices,
+		GapHandler:     gaps,
+		Logger:         log.With("component", "ingest"),
+		TracerProvider: tp,
+		Propagator:     prop,
+		Metrics:        o.metrics,
 	})
+	if err != nil {
+		return err
+	}
+	o.setIngester(in, h)
+	return in.Run(ctx)
 }
 
 type sinkCmd struct {
@@ -145,19 +162,26 @@ Example:
 }
 
 func (*sinkCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	return runSink(ctx, cfg, log, nil)
+	o := newObserver(cfg, log)
+	defer o.serve(ctx, "sink", "backfill")()
+	return runSink(ctx, cfg, log, nil, o)
 }
 
 // runSink drains the stream into Postgres with sink.replicas replicas and,
 // when Redis is configured, works the backfill queue in the same process.
 // b is an already open bus (waypoint start shares its embedded server), or
 // nil to open one.
-func runSink(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus.Bus) error {
+func runSink(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus.Bus, o *observer) error {
 	pool, err := openMigratedDB(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	o.setPool(pool)
+	tp, prop, err := o.providers(ctx, serviceSink)
+	if err != nil {
+		return err
+	}
 	if b == nil {
 		if b, err = openBus(ctx, cfg, log, "waypoint-sink"); err != nil {
 			return err
@@ -187,10 +211,19 @@ func runSink(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus.B
 			Network:       network(cfg),
 			WriterOptions: writerOptions(cfg, log),
 			Logger:        log.With("component", "sink"),
+
+			TracerProvider: tp,
+			Propagator:     prop,
+			Metrics:        o.metrics,
 		})
 	})
+	// Casts are embedded inline; putting their vectors into the HNSW index
+	// is slower than the writer, so it runs beside it and catches up.
+	g.Go(func() error {
+		return sink.RunIndexer(gctx, pool, sink.IndexerOptions{Logger: log.With("component", "indexer")})
+	})
 	if rdb != nil {
-		g.Go(func() error { return runBackfillWorker(gctx, cfg, log, pool, rdb) })
+		g.Go(func() error { return runBackfillWorker(gctx, cfg, log, pool, rdb, o) })
 	}
 	return g.Wait()
 }
@@ -373,7 +406,13 @@ func (c *backfillEnqueueCmd) Run(ctx context.Context, cfg *config.Config, log *s
 		req.Progress = func(p backfill.EnqueueProgress) { fmt.Fprint(os.Stderr, progressLine(p.Seen, total)) }
 		defer fmt.Fprintln(os.Stderr)
 	}
-	res, err := newQueue(cfg, rdb).Enqueue(ctx, src, req)
+	o := newObserver(cfg, log)
+	defer o.shutdown()
+	tp, _, err := o.providers(ctx, serviceBackfill)
+	if err != nil {
+		return err
+	}
+	res, err := newQueue(cfg, rdb, backfill.WithTracerProvider(tp)).Enqueue(ctx, src, req)
 	if err != nil {
 		return err
 	}
@@ -407,10 +446,13 @@ func (*backfillWorkerCmd) Run(ctx context.Context, cfg *config.Config, log *slog
 		return err
 	}
 	defer rdb.Close()
-	return runBackfillWorker(ctx, cfg, log, pool, rdb)
+	o := newObserver(cfg, log)
+	defer o.serve(ctx, "backfill")()
+	return runBackfillWorker(ctx, cfg, log, pool, rdb, o)
 }
 
-func runBackfillWorker(ctx context.Context, cfg *config.Config, log *slog.Logger, pool *pgxpool.Pool, rdb *redis.Client) error {
+func runBackfillWorker(ctx context.Context, cfg *config.Config, log *slog.Logger, pool *pgxpool.Pool, rdb *redis.Client, o *observer) error {
+	o.setPool(pool)
 	h, err := dialHub(ctx, cfg, log, 1)
 	if err != nil {
 		return err
@@ -420,7 +462,15 @@ func runBackfillWorker(ctx context.Context, cfg *config.Config, log *slog.Logger
 	if err != nil {
 		return err
 	}
-	err = newWorker(cfg, log, newQueue(cfg, rdb), h, w, backfill.NewPostgresStore(pool)).Run(ctx)
+	tp, _, err := o.providers(ctx, serviceBackfill)
+	if err != nil {
+		return err
+	}
+	q := newQueue(cfg, rdb)
+	qctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go o.watchQueue(qctx, q)
+	err = newWorker(cfg, log, q, h, w, backfill.NewPostgresStore(pool), tp, o.metrics).Run(ctx)
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -638,15 +688,41 @@ func oneLine(s string, n int) string {
 }
 
 type traceCmd struct {
-	Hash messageHash `arg:"" help:"Message hash: 40 hex digits, with or without 0x."`
+	Hash   messageHash `arg:"" help:"Message hash: 40 hex digits, with or without 0x."`
+	Jaeger string      `default:"http://127.0.0.1:16686" placeholder:"URL" help:"Jaeger UI and query address (default: ${default})."`
+	JSON   bool        `name:"json" help:"Print JSON instead of text."`
 }
 
 func (traceCmd) Help() string {
-	return "Example:\n\n    waypoint trace 0x8f3a54f0b7c8e2d1a9f06b3c4d5e6f708192a3b4"
+	return "Says where a message is in Postgres (messages, dead_letters) and where its trace is in Jaeger: traces are sampled, so a message may have none unless forced with WAYPOINT_TRACE_FORCE or tracing.force.\n\nExample:\n\n    waypoint trace 0x8f3a54f0b7c8e2d1a9f06b3c4d5e6f708192a3b4"
 }
 
-func (*traceCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	return notImplemented("trace")
+func (c *traceCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Writer) error {
+	hash := fmt.Sprintf("0x%x", []byte(c.Hash))
+	r := traceReport{Hash: hash, Jaeger: jaegerLookup{SearchURL: jaegerTagQuery(c.Jaeger, "/search", hash)}}
+	if pool, err := openDB(ctx, cfg); err != nil {
+		r.DBError = err.Error()
+	} else {
+		if err := lookupMessage(ctx, pool, c.Hash, &r); err != nil {
+			r.DBError = err.Error()
+		}
+		pool.Close()
+	}
+	ids, err := lookupJaeger(ctx, c.Jaeger, hash)
+	if err != nil {
+		r.Jaeger.Error = err.Error()
+	}
+	r.Jaeger.TraceIDs = ids
+	if c.JSON {
+		b, err := json.MarshalIndent(r, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encode trace report: %w", err)
+		}
+		_, err = fmt.Fprintf(out, "%s\n", b)
+		return err
+	}
+	r.print(out, cfg.Tracing.SamplerRatio)
+	return nil
 }
 
 // messageHash is a 20-byte BLAKE3 message hash given in hex.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/waypointhq/waypoint/backfill"
 	"github.com/waypointhq/waypoint/bus"
@@ -20,6 +21,7 @@ import (
 	"github.com/waypointhq/waypoint/message"
 	pb "github.com/waypointhq/waypoint/proto"
 	"github.com/waypointhq/waypoint/sink"
+	"github.com/waypointhq/waypoint/telemetry"
 )
 
 // network maps hub.network to the wire enum.
@@ -115,20 +117,22 @@ func writerFunc(w *sink.Writer) backfill.WriterFunc {
 	}
 }
 
-func newQueue(cfg *config.Config, rdb *redis.Client) *backfill.Queue {
-	return backfill.NewQueue(rdb, backfill.WithPrefix(cfg.Redis.KeyPrefix+"backfill:"))
+func newQueue(cfg *config.Config, rdb *redis.Client, opts ...backfill.QueueOption) *backfill.Queue {
+	return backfill.NewQueue(rdb, append([]backfill.QueueOption{backfill.WithPrefix(cfg.Redis.KeyPrefix + "backfill:")}, opts...)...)
 }
 
 // newWorker builds a backfill worker writing through w, with dead letters
 // stored in the database like the live path's.
-func newWorker(cfg *config.Config, log *slog.Logger, q *backfill.Queue, h *hub.Client, w *sink.Writer, store backfill.Store) *backfill.Worker {
+func newWorker(cfg *config.Config, log *slog.Logger, q *backfill.Queue, h *hub.Client, w *sink.Writer, store backfill.Store, tp trace.TracerProvider, m *telemetry.Metrics) *backfill.Worker {
 	return backfill.NewWorker(q, h.Raw(), writerFunc(w), backfill.WorkerOptions{
-		Concurrency: cfg.Backfill.Concurrency,
-		PageSize:    uint32(cfg.Backfill.PageSize),
-		Validation:  validationMode(cfg),
-		Network:     network(cfg),
-		Store:       store,
-		Logger:      log.With("component", "backfill"),
+		TracerProvider: tp,
+		Metrics:        m,
+		Concurrency:    cfg.Backfill.Concurrency,
+		PageSize:       uint32(cfg.Backfill.PageSize),
+		Validation:     validationMode(cfg),
+		Network:        network(cfg),
+		Store:          store,
+		Logger:         log.With("component", "backfill"),
 	})
 }
 
