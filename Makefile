@@ -96,9 +96,9 @@ test: proto-check services ## run every test against the local services (-race o
 	fi
 	exit $$rc
 
-test-faults: services ## run the fault-injection tests (names containing Fault)
+test-faults: services ## run the fault-injection suite (test/faults, build tag "faults") and print its table
 	@$(SERVICES_ENV)
-	$(GO) test $(TEST_FLAGS) -run Fault ./...
+	$(GO) test -tags faults $(TEST_FLAGS) -v -run Fault ./test/faults/ 2>&1 | $(TEST_FILTER)
 
 bench: services ## run every benchmark and print one table (also bin/bench.md)
 	deploy/bench/run.sh
