@@ -226,8 +226,11 @@ func (s *Sim) mergeCompactLocked(e *entry, d *pb.MessageData) *MergeError {
 		targets[t] = true
 	}
 	var swept []*entry
+	// Only links older than the compact state are swept: one with the same
+	// timestamp is as new as the state, as the merge rule above for links
+	// arriving after the state also has it.
 	for _, l := range f.stores[kindLinks].sorted {
-		if l.ts > e.ts {
+		if l.ts >= e.ts {
 			break
 		}
 		if l.aux == b.Type && (l.remove || !targets[l.num]) {

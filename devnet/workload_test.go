@@ -356,7 +356,7 @@ func applyStream(evs []*pb.HubEvent) map[string]bool {
 					if ld.GetLinkCompactStateBody().GetType() == cs.Type {
 						delete(live, h)
 					}
-					if lb := ld.GetLinkBody(); lb != nil && lb.Type == cs.Type &&
+					if lb := ld.GetLinkBody(); lb != nil && lb.Type == cs.Type && ld.Timestamp < m.Data.Timestamp &&
 						(ld.Type == pb.MessageType_MESSAGE_TYPE_LINK_REMOVE || !slices.Contains(cs.TargetFids, lb.GetTargetFid())) {
 						delete(live, h)
 					}
