@@ -243,20 +243,46 @@ func New(ctx context.Context, opts Options) (*Sink, error) {
 		s.dedup = newDedupe(opts.Redis, prefix+id+":", opts.DedupeTTL)
 		s.dedup.metrics = opts.Metrics
 	}
-	for p := 0; p < opts.Bus.Partitions(); p++ {
-		_, err := opts.Bus.GroupConsumer(ctx, opts.Group, p, bus.ConsumerOptions{
-			AckWait:       opts.AckWait,
-			MaxAckPending: opts.BatchSize,
-		}, opts.PinnedTTL)
+	// Replicas starting together on a fresh cluster race to create the same
+	// consumers, stream and bucket, and the JetStream API answers some of
+	// them with timeouts; a retry succeeds. A bound keeps a real
+	// misconfiguration from hanging start-up.
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	setup := func(what string, f func() error) error {
+		var last error
+		err := retry(sctx, s.log, what, func() error { last = f(); return last })
+		if err != nil && last != nil {
+			err = last
+		}
 		if err != nil {
-			return nil, fmt.Errorf("sink: %w", err)
+			return fmt.Errorf("sink: %s: %w", what, err)
+		}
+		return nil
+	}
+	for p := 0; p < opts.Bus.Partitions(); p++ {
+		err := setup("create consumer", func() error {
+			_, err := opts.Bus.GroupConsumer(sctx, opts.Group, p, bus.ConsumerOptions{
+				AckWait:       opts.AckWait,
+				MaxAckPending: opts.BatchSize,
+			}, opts.PinnedTTL)
+			return err
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
-	if _, err := opts.Bus.DeadLetterStream(ctx, opts.DeadLetterStream); err != nil {
-		return nil, fmt.Errorf("sink: %w", err)
+	if err := setup("create dead-letter stream", func() error {
+		_, err := opts.Bus.DeadLetterStream(sctx, opts.DeadLetterStream)
+		return err
+	}); err != nil {
+		return nil, err
 	}
-	if _, err := opts.Bus.MemberBucket(ctx, opts.MemberBucket, opts.MemberTTL); err != nil {
-		return nil, fmt.Errorf("sink: %w", err)
+	if err := setup("create member bucket", func() error {
+		_, err := opts.Bus.MemberBucket(sctx, opts.MemberBucket, opts.MemberTTL)
+		return err
+	}); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
