@@ -67,7 +67,14 @@ func (s pgStore) MarkDeleted(ctx context.Context, t DataType, fid uint64, hashes
 	if !ok {
 		return 0, fmt.Errorf("mark deleted: data type %q is not reconciled", t)
 	}
-	tag, err := s.db.Exec(ctx, "UPDATE "+table+" SET deleted_at = now() WHERE fid = $1 AND hash = ANY($2) AND deleted_at IS NULL", int64(fid), hashes)
+	set := "deleted_at = now()"
+	if table != "casts" {
+		// Stores that keep every version revive the best unmarked one when
+		// the live one is marked; a row the hub no longer has must not come
+		// back that way, so it is marked too.
+		set += ", marked = true"
+	}
+	tag, err := s.db.Exec(ctx, "UPDATE "+table+" SET "+set+" WHERE fid = $1 AND hash = ANY($2) AND deleted_at IS NULL", int64(fid), hashes)
 	if err != nil {
 		return 0, fmt.Errorf("mark %d rows of fid %d deleted in %s: %w", len(hashes), fid, table, err)
 	}

@@ -52,23 +52,35 @@ func (w sqlWriter) put(ctx context.Context, m *pb.Message) error {
 		_, err = w.pool.Exec(ctx, `INSERT INTO casts (hash, fid, "timestamp", text) VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING`,
 			m.Hash, int64(d.Fid), ts, d.GetCastAddBody().GetText())
 	case pb.MessageType_MESSAGE_TYPE_LINK_ADD:
+		// The sink keeps every version of a key and only the newest live.
+		key := []any{int64(d.Fid), int64(d.GetLinkBody().GetTargetFid()), d.GetLinkBody().GetType(), ts}
+		if _, err = w.pool.Exec(ctx, `UPDATE links SET deleted_at = $4
+WHERE fid = $1 AND target_fid = $2 AND type = $3 AND deleted_at IS NULL AND "timestamp" < $4`, key...); err != nil {
+			return err
+		}
 		_, err = w.pool.Exec(ctx, `
-INSERT INTO links AS l (hash, fid, target_fid, type, "timestamp") VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (fid, target_fid, type) DO UPDATE SET hash = excluded.hash, "timestamp" = excluded."timestamp", deleted_at = NULL, is_remove = false
-WHERE excluded."timestamp" > l."timestamp"`,
+INSERT INTO links (hash, fid, target_fid, type, "timestamp", deleted_at)
+SELECT $1, $2, $3, $4, $5, CASE WHEN EXISTS (SELECT 1 FROM links WHERE fid = $2 AND target_fid = $3 AND type = $4 AND "timestamp" >= $5) THEN $5::timestamptz END
+ON CONFLICT (hash) DO NOTHING`,
 			m.Hash, int64(d.Fid), int64(d.GetLinkBody().GetTargetFid()), d.GetLinkBody().GetType(), ts)
 	}
 	return err
 }
 
-// unfollow applies a LINK_REMOVE as the sink would: the key's row becomes
-// the remove, deleted.
+// unfollow applies a LINK_REMOVE as the sink would: the remove is stored
+// as a deleted version and the older live version dies.
 func (w sqlWriter) unfollow(ctx context.Context, m *pb.Message) error {
 	d := m.GetData()
+	ts := message.Time(d.GetTimestamp())
+	key := []any{int64(d.Fid), int64(d.GetLinkBody().GetTargetFid()), d.GetLinkBody().GetType(), ts}
+	if _, err := w.pool.Exec(ctx, `UPDATE links SET deleted_at = $4
+WHERE fid = $1 AND target_fid = $2 AND type = $3 AND deleted_at IS NULL AND "timestamp" < $4`, key...); err != nil {
+		return err
+	}
 	_, err := w.pool.Exec(ctx, `
-UPDATE links SET hash = $1, "timestamp" = $2, is_remove = true, deleted_at = $2
-WHERE fid = $3 AND target_fid = $4 AND type = $5 AND "timestamp" < $2`,
-		m.Hash, message.Time(d.GetTimestamp()), int64(d.Fid), int64(d.GetLinkBody().GetTargetFid()), d.GetLinkBody().GetType())
+INSERT INTO links (hash, fid, target_fid, type, "timestamp", is_remove, deleted_at) VALUES ($1, $2, $3, $4, $5, true, $5)
+ON CONFLICT (hash) DO NOTHING`,
+		m.Hash, int64(d.Fid), int64(d.GetLinkBody().GetTargetFid()), d.GetLinkBody().GetType(), ts)
 	return err
 }
 

@@ -1,8 +1,8 @@
 // Command waypoint keeps a Postgres database in sync with the Farcaster
 // network's Snapchain nodes. Run "waypoint --help" for its commands.
 //
-// Exit codes: 0 success, 1 failure at run time, 2 command not implemented
-// yet, 78 invalid configuration, 80 invalid command line.
+// Exit codes: 0 success, 1 failure at run time, 78 invalid configuration,
+// 80 invalid command line.
 package main
 
 import (

@@ -15,11 +15,10 @@ import (
 )
 
 const (
-	exitOK             = 0
-	exitFailure        = 1
-	exitNotImplemented = 2
-	exitConfig         = 78 // EX_CONFIG from sysexits.h
-	exitUsage          = 80 // what kong uses for a bad command line
+	exitOK      = 0
+	exitFailure = 1
+	exitConfig  = 78 // EX_CONFIG from sysexits.h
+	exitUsage   = 80 // what kong uses for a bad command line
 )
 
 // run parses args, loads the configuration when the chosen command needs
@@ -137,14 +136,6 @@ func (e configError) Error() string { return e.err.Error() }
 func (e configError) Unwrap() error { return e.err }
 func (configError) ExitCode() int   { return exitConfig }
 
-// notImplemented is what commands return whose subsystem is not wired in.
-func notImplemented(cmd string) error { return notImplementedError{cmd} }
-
-type notImplementedError struct{ cmd string }
-
-func (e notImplementedError) Error() string { return "waypoint " + e.cmd + ": not implemented yet" }
-func (notImplementedError) ExitCode() int   { return exitNotImplemented }
-
 // usageError is a command-line mistake found after parsing.
 type usageError struct{ msg string }
 
@@ -154,10 +145,7 @@ func (usageError) ExitCode() int   { return exitUsage }
 // report prints err for the command at path and returns the exit code.
 func report(w io.Writer, path string, err error) int {
 	var ce configError
-	var ni notImplementedError
 	switch {
-	case errors.As(err, &ni):
-		fmt.Fprintln(w, ni.Error())
 	case errors.As(err, &ce):
 		fmt.Fprintf(w, "%s: invalid configuration:\n", path)
 		for _, line := range strings.Split(ce.Error(), "\n") {
