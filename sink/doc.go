@@ -7,7 +7,12 @@
 // parameters. The merge applies the hub's conflict rules in SQL, so that
 // the database converges to the node's state whatever order, duplication or
 // batching the events arrive in: the state depends only on the set of
-// messages, prunes and revokes seen.
+// messages, prunes and revokes seen. Marks (prunes, revokes, and the
+// deletions a merge reports) are final per message. Stores with a conflict
+// key keep every version of the key, and each batch recomputes the keys it
+// touches: the live version is the winner among the unmarked ones, so a
+// version that lost to one later pruned or revoked becomes live, as on the
+// node.
 //
 // Cast embeddings live in cast_embeddings, under an HNSW index. A Writer
 // with an inline embedder stores each new cast's vector in the cast's own

@@ -300,11 +300,14 @@ type proofRow struct {
 	typ       int16
 	owner     []byte
 	signature []byte
-	deletion  bool
+	// deletion is a proof for fid 0, which deletes the name; marked is a
+	// proof the node deleted for good.
+	deletion bool
+	marked   bool
 }
 
 func (r *proofRow) encode(e *fieldEnc) {
-	e.row(7)
+	e.row(8)
 	e.text(r.username)
 	e.int8(r.fid)
 	e.timestamptz(r.ts)
@@ -312,6 +315,7 @@ func (r *proofRow) encode(e *fieldEnc) {
 	e.bytea(r.owner)
 	e.bytea(r.signature)
 	e.bool(r.deletion)
+	e.bool(r.marked)
 }
 
 type lendRow struct {
@@ -815,7 +819,7 @@ func (b *rows) addTyped(m *pb.Message, d *pb.MessageData, mark int16) (reason, d
 			return reason, detail
 		}
 		// A proof message that is pruned, revoked or superseded no longer
-		// holds its name.
+		// holds its name, for good.
 		b.appendProof(body, mark != 0)
 	case pb.MessageType_MESSAGE_TYPE_LEND_STORAGE:
 		body := d.GetLendStorageBody()
@@ -928,7 +932,7 @@ func (b *rows) checkProof(p *pb.UserNameProof) (reason, detail string) {
 	return "", ""
 }
 
-func (b *rows) appendProof(p *pb.UserNameProof, deletion bool) {
+func (b *rows) appendProof(p *pb.UserNameProof, marked bool) {
 	b.proofs = append(b.proofs, proofRow{
 		username:  cleanBytesText(p.Name),
 		fid:       int64(p.Fid),
@@ -936,17 +940,18 @@ func (b *rows) appendProof(p *pb.UserNameProof, deletion bool) {
 		typ:       int16(p.Type),
 		owner:     p.Owner,
 		signature: nonNil(p.Signature),
-		deletion:  deletion || p.Fid == 0,
+		deletion:  p.Fid == 0,
+		marked:    marked,
 	})
 }
 
-func (b *rows) addProof(ev *pb.HubEvent, p *pb.UserNameProof, deletion bool) {
+func (b *rows) addProof(ev *pb.HubEvent, p *pb.UserNameProof, marked bool) {
 	if reason, detail := b.checkProof(p); reason != "" {
 		raw, _ := proto.Marshal(p)
 		b.deadLetter(ev, "username_proof", reason, detail, nil, raw)
 		return
 	}
-	b.appendProof(p, deletion)
+	b.appendProof(p, marked)
 }
 
 func (b *rows) addOnchain(ev *pb.HubEvent, e *pb.OnChainEvent) {

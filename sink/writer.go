@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -221,9 +222,31 @@ func (w *Writer) commit(ctx context.Context, b *rows, res *WriteResult) error {
 		}
 		return embedErr
 	}
-	err := w.store(ctx, b, res, embedded)
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = w.store(ctx, b, res, embedded)
+		if err == nil || attempt == maxLiveKeyRaces || !isLiveKeyRace(err) {
+			break
+		}
+		// Another transaction made a version of the same key live while
+		// this one recomputed it without seeing that version: run again,
+		// now that it is committed. The failed attempt stored nothing.
+		w.log.Debug("sink: concurrent write to a conflict key, retrying the batch", "attempt", attempt, "err", err)
+		clear(res.Rows)
+	}
 	embedded() // b is reused once commit returns
 	return err
+}
+
+// maxLiveKeyRaces bounds the attempts at a batch that keeps losing races.
+const maxLiveKeyRaces = 5
+
+// isLiveKeyRace reports whether err is a violation of a partial unique
+// index that keeps one version of a conflict key live, which only
+// concurrent transactions writing the same key can cause.
+func isLiveKeyRace(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505" && strings.HasSuffix(pe.ConstraintName, "_live_key")
 }
 
 // store writes b in one transaction; embedded waits for the batch's
@@ -396,11 +419,21 @@ func (w *Writer) merge(ctx context.Context, pg *pgconn.PgConn, b *rows, res *Wri
 }
 
 // statements lists the merge statements the batch needs, in dependency
-// order: marks first, then stores, then marks applied to rows stored before.
+// order: marks first, applied to the rows stored before (rows inserted later
+// take theirs as they are inserted), so that every later statement sees
+// each message's marks; then the stores.
 func (w *Writer) statements(b *rows) []*mergeStmt {
 	s := b.stmts[:0]
 	if len(b.marks) > 0 {
 		s = append(s, mergeMarks)
+		if w.writeMessages {
+			s = append(s, mergeApplyMarksMessages)
+		}
+		for t, m := range mergeApplyMarks {
+			if m != nil && b.marked&(1<<t) != 0 {
+				s = append(s, m)
+			}
+		}
 	}
 	if b.copiedMessages > 0 {
 		s = append(s, mergeMessagesMarked)
@@ -420,39 +453,28 @@ func (w *Writer) statements(b *rows) []*mergeStmt {
 	if len(b.casts) > 0 {
 		s = append(s, mergeOrphans)
 	}
-	if len(b.reactions) > 0 {
-		s = append(s, mergeReactions)
+	keyed := func(t int16, n int) {
+		if n > 0 {
+			s = append(s, mergeKeyed[t][0], mergeKeyed[t][1])
+			// Only a mark can make a stored loser the winner.
+			if b.marked&(1<<t) != 0 {
+				s = append(s, mergeKeyed[t][2])
+			}
+		}
 	}
+	keyed(tableReactions, len(b.reactions))
+	// Compact states go first so that links see them.
 	if len(b.compacts) > 0 {
-		s = append(s, mergeCompacts)
+		s = append(s, mergeCompacts, mergeCompactApply, mergeCompactSupsede)
 	}
-	if len(b.links) > 0 {
-		s = append(s, mergeLinks)
-	}
-	if len(b.compacts) > 0 {
-		s = append(s, mergeCompactApply, mergeCompactSupsede)
-	}
-	if len(b.verifications) > 0 {
-		s = append(s, mergeVerifications)
-	}
-	if len(b.userData) > 0 {
-		s = append(s, mergeUserData)
-	}
+	keyed(tableLinks, len(b.links))
+	keyed(tableVerifications, len(b.verifications))
+	keyed(tableUserData, len(b.userData))
 	if len(b.proofs) > 0 {
-		s = append(s, mergeProofs)
+		s = append(s, mergeProofs, mergeProofsKill, mergeProofsRevive)
 	}
 	if len(b.lends) > 0 {
 		s = append(s, mergeLends)
-	}
-	if len(b.marks) > 0 {
-		if w.writeMessages {
-			s = append(s, mergeApplyMarksMessages)
-		}
-		for t, m := range mergeApplyMarks {
-			if m != nil && b.marked&(1<<t) != 0 {
-				s = append(s, m)
-			}
-		}
 	}
 	if len(b.onchain) > 0 {
 		s = append(s, mergeOnchain...)

@@ -13,7 +13,10 @@ import (
 
 // The reference model: the node's state as a function of the set of
 // messages, marks (prune, revoke, merge-reported deletion) and proofs seen,
-// written from the conflict rules independently of the SQL.
+// written from the conflict rules independently of the SQL. A mark is final
+// for its message; the live version of a conflict key is the winner among
+// the versions not marked (none when that winner is a remove), so a version
+// that lost to one later pruned or revoked is live again.
 
 type refVersion struct {
 	msg    *pb.Message
@@ -32,34 +35,44 @@ func (a refVersion) beats(b refVersion) bool {
 	return bytes.Compare(a.msg.Hash, b.msg.Hash) > 0
 }
 
+// refProof is one fname proof; fid 0 deletes the name.
 type refProof struct {
-	p        *pb.UserNameProof
-	deletion bool
+	p *pb.UserNameProof
 }
 
+func (a refProof) deletion() bool { return a.p.Fid == 0 }
+
+// id identifies a proof: a merge reports a deleted proof by its content.
+func (a refProof) id() string {
+	return fmt.Sprintf("%s|%d|%x", a.p.Name, a.p.Timestamp, a.p.Signature)
+}
+
+// beats orders the proofs of one name: timestamp, then a deletion, then
+// signature and fid.
 func (a refProof) beats(b refProof) bool {
 	if a.p.Timestamp != b.p.Timestamp {
 		return a.p.Timestamp > b.p.Timestamp
 	}
-	if a.deletion != b.deletion {
-		return a.deletion
+	if a.deletion() != b.deletion() {
+		return a.deletion()
 	}
-	if a.p.Fid != b.p.Fid {
-		return a.p.Fid > b.p.Fid
+	if c := bytes.Compare(a.p.Signature, b.p.Signature); c != 0 {
+		return c > 0
 	}
-	return bytes.Compare(a.p.Signature, b.p.Signature) > 0
+	return a.p.Fid > b.p.Fid
 }
 
 type refModel struct {
-	msgs     map[string]*pb.Message
-	marked   map[string]bool
-	proofs   []refProof
-	custody  map[uint64][]*pb.OnChainEvent
-	backfill []*pb.HubEvent
+	msgs         map[string]*pb.Message
+	marked       map[string]bool
+	proofs       map[string]refProof
+	markedProofs map[string]bool
+	custody      map[uint64][]*pb.OnChainEvent
 }
 
 func newRefModel() *refModel {
-	return &refModel{msgs: map[string]*pb.Message{}, marked: map[string]bool{}, custody: map[uint64][]*pb.OnChainEvent{}}
+	return &refModel{msgs: map[string]*pb.Message{}, marked: map[string]bool{}, proofs: map[string]refProof{},
+		markedProofs: map[string]bool{}, custody: map[uint64][]*pb.OnChainEvent{}}
 }
 
 // observe folds one event into the model's input sets.
@@ -79,10 +92,11 @@ func (r *refModel) observe(ev *pb.HubEvent) {
 		r.msgs[string(m.Hash)], r.marked[string(m.Hash)] = m, true
 	case *pb.HubEvent_MergeUsernameProofBody:
 		if p := b.MergeUsernameProofBody.UsernameProof; p != nil {
-			r.proofs = append(r.proofs, refProof{p, p.Fid == 0})
+			r.proofs[refProof{p}.id()] = refProof{p}
 		}
 		if p := b.MergeUsernameProofBody.DeletedUsernameProof; p != nil {
-			r.proofs = append(r.proofs, refProof{p, true})
+			r.proofs[refProof{p}.id()] = refProof{p}
+			r.markedProofs[refProof{p}.id()] = true
 		}
 	case *pb.HubEvent_MergeOnChainEventBody:
 		e := b.MergeOnChainEventBody.OnChainEvent
@@ -111,6 +125,33 @@ func (r *refModel) state() refState {
 			removed[fmt.Sprint(d.Fid, string(d.GetCastRemoveBody().TargetHash))] = true
 		case pb.MessageType_MESSAGE_TYPE_LINK_COMPACT_STATE:
 			compacts = append(compacts, d)
+		}
+	}
+	// compacted reports a link add that a newer compact state of its
+	// (fid, type) does not list: the node deletes it and rejects it later.
+	compacted := func(d *pb.MessageData) bool {
+		if d.Type != pb.MessageType_MESSAGE_TYPE_LINK_ADD {
+			return false
+		}
+		lb := d.GetLinkBody()
+		for _, c := range compacts {
+			if c.Fid != d.Fid || c.GetLinkCompactStateBody().Type != lb.Type || c.Timestamp <= d.Timestamp {
+				continue
+			}
+			listed := false
+			for _, f := range c.GetLinkCompactStateBody().TargetFids {
+				listed = listed || f == lb.GetTargetFid()
+			}
+			if !listed {
+				return true
+			}
+		}
+		return false
+	}
+	for _, m := range r.msgs {
+		d := m.Data
+		if r.marked[string(m.Hash)] || compacted(d) {
+			continue // out of the running for its key
 		}
 		var key string
 		v := refVersion{msg: m, ts: d.Timestamp}
@@ -152,38 +193,24 @@ func (r *refModel) state() refState {
 		}
 	}
 	for key, v := range winners {
-		if v.remove || r.marked[string(v.msg.Hash)] {
+		if v.remove {
 			continue
 		}
 		table := key[:bytes.IndexByte([]byte(key), '|')]
-		if table == "links" {
-			d := v.msg.Data
-			dead := false
-			for _, c := range compacts {
-				cb := d.GetLinkBody()
-				if c.Fid == d.Fid && c.GetLinkCompactStateBody().Type == cb.Type && c.Timestamp > d.Timestamp {
-					listed := false
-					for _, f := range c.GetLinkCompactStateBody().TargetFids {
-						listed = listed || f == cb.GetTargetFid()
-					}
-					dead = dead || !listed
-				}
-			}
-			if dead {
-				continue
-			}
-		}
 		st.tables[table][string(v.msg.Hash)] = true
 	}
 	best := map[string]refProof{}
-	for _, p := range r.proofs {
+	for id, p := range r.proofs {
+		if r.markedProofs[id] {
+			continue
+		}
 		n := string(p.p.Name)
 		if w, ok := best[n]; !ok || p.beats(w) {
 			best[n] = p
 		}
 	}
 	for n, p := range best {
-		if !p.deletion {
+		if !p.deletion() {
 			st.names[n] = p.p.Fid
 		}
 	}
@@ -200,19 +227,32 @@ func (r *refModel) state() refState {
 }
 
 // genCase writes a small random history for fids base..base+2 as the node
-// would emit it: merges with the messages they supersede, prunes, revokes.
+// would emit it: merges with the messages they supersede, prunes, revokes,
+// re-merges into keys whose holder was pruned or revoked (which the node
+// accepts whatever their timestamp and hash), ties on timestamp, and backfill
+// snapshots of the node's live set taken along the way.
 func genCase(t testing.TB, rng *rand.Rand, base uint64, txBase uint64) []*pb.HubEvent {
 	var evs []*pb.HubEvent
 	var history []*pb.Message
+	// The node's store: the holder of each conflict key, and what makes a
+	// new version of a key.
 	winner := map[string]refVersion{}
+	keyOf := map[string]string{}
+	makers := map[string]func(ts uint32) *pb.Message{}
+	var vacated []string // keys whose holder was pruned or revoked
 	pick := func(n int) int { return rng.IntN(n) }
 	fid := func() uint64 { return base + uint64(pick(2)) }
 	ts := func() uint32 { return uint32(1 + pick(5)) }
 	targets := [][]byte{bytes.Repeat([]byte{byte(base)}, 20), bytes.Repeat([]byte{byte(base >> 8), 1}, 10)}
 	addrs := [][]byte{bytes.Repeat([]byte{0xa1, byte(base)}, 10), bytes.Repeat([]byte{0xb2, byte(base)}, 10)}
 	var castAdds []*pb.Message
-	emitLWW := func(key string, m *pb.Message, remove bool) {
+	castLive := map[string]bool{}
+	var lends []*pb.Message
+	emitLWW := func(key string, m *pb.Message, remove bool, mk func(uint32) *pb.Message) {
 		v := refVersion{msg: m, ts: m.Data.Timestamp, remove: remove}
+		if _, ok := makers[key]; !ok {
+			makers[key] = mk
+		}
 		var deleted []*pb.Message
 		if w, ok := winner[key]; ok {
 			if !v.beats(w) {
@@ -226,13 +266,34 @@ func genCase(t testing.TB, rng *rand.Rand, base uint64, txBase uint64) []*pb.Hub
 		} else {
 			winner[key] = v
 		}
+		keyOf[string(m.Hash)] = key
 		evs = append(evs, merge(m, deleted...))
 		history = append(history, m)
 	}
-	n := 6 + pick(10)
+	// snapshot emits the node's live set as a backfill would, as id-0
+	// merges without deleted_messages.
+	snapshot := func() {
+		var live []*pb.Message
+		for _, w := range winner {
+			if !w.remove {
+				live = append(live, w.msg)
+			}
+		}
+		for _, c := range castAdds {
+			if castLive[string(c.Hash)] {
+				live = append(live, c)
+			}
+		}
+		live = append(live, lends...)
+		for _, m := range live {
+			evs = append(evs, &pb.HubEvent{Type: pb.HubEventType_HUB_EVENT_TYPE_MERGE_MESSAGE,
+				Body: &pb.HubEvent_MergeMessageBody{MergeMessageBody: &pb.MergeMessageBody{Message: m}}})
+		}
+	}
+	n := 6 + pick(12)
 	for range n {
 		f := fid()
-		switch pick(9) {
+		switch pick(11) {
 		case 0, 1:
 			var parent *pb.CastId
 			if len(castAdds) > 0 && pick(2) == 0 {
@@ -240,6 +301,7 @@ func genCase(t testing.TB, rng *rand.Rand, base uint64, txBase uint64) []*pb.Hub
 			}
 			m := castAdd(t, f, ts(), fmt.Sprintf("cast %d %d", base, pick(1000)), parent)
 			castAdds = append(castAdds, m)
+			castLive[string(m.Hash)] = true
 			evs = append(evs, merge(m))
 			history = append(history, m)
 		case 2:
@@ -248,30 +310,39 @@ func genCase(t testing.TB, rng *rand.Rand, base uint64, txBase uint64) []*pb.Hub
 			}
 			a := castAdds[pick(len(castAdds))]
 			m := castRemove(t, a.Data.Fid, ts(), a.Hash)
+			delete(castLive, string(a.Hash))
 			evs = append(evs, merge(m, a))
 			history = append(history, m)
 		case 3:
 			tg := &pb.CastId{Fid: 1, Hash: targets[pick(2)]}
 			typ := pb.ReactionType(1 + pick(2))
 			rm := pick(3) == 0
-			emitLWW(fmt.Sprint("r", f, typ, string(tg.Hash)), reaction(t, rm, f, ts(), typ, tg, ""), rm)
+			mk := func(ts uint32) *pb.Message { return reaction(t, false, f, ts, typ, tg, "") }
+			emitLWW(fmt.Sprint("r", f, typ, string(tg.Hash)), reaction(t, rm, f, ts(), typ, tg, ""), rm, mk)
 		case 4:
 			rm := pick(3) == 0
 			tf := uint64(pick(3))
-			emitLWW(fmt.Sprint("l", f, tf), link(t, rm, f, ts(), "follow", tf), rm)
+			mk := func(ts uint32) *pb.Message { return link(t, false, f, ts, "follow", tf) }
+			emitLWW(fmt.Sprint("l", f, tf), link(t, rm, f, ts(), "follow", tf), rm, mk)
 		case 5:
 			rm := pick(3) == 0
 			a := addrs[pick(2)]
-			emitLWW(fmt.Sprint("v", f, string(a)), verification(t, rm, f, ts(), a), rm)
+			mk := func(ts uint32) *pb.Message { return verification(t, false, f, ts, a) }
+			emitLWW(fmt.Sprint("v", f, string(a)), verification(t, rm, f, ts(), a), rm, mk)
 		case 6:
 			typ := pb.UserDataType(1 + pick(2))
-			emitLWW(fmt.Sprint("u", f, typ), userData(t, f, ts(), typ, fmt.Sprint("v", pick(100))), false)
+			if pick(2) == 0 {
+				typ = pb.UserDataType_USER_DATA_TYPE_USERNAME
+			}
+			mk := func(ts uint32) *pb.Message { return userData(t, f, ts, typ, fmt.Sprint("v", rng.IntN(1000))) }
+			emitLWW(fmt.Sprint("u", f, typ), mk(ts()), false, mk)
 		case 7:
 			switch pick(3) {
 			case 0:
 				evs = append(evs, merge(linkCompact(t, f, ts(), "follow", []uint64{uint64(pick(3))})))
 			case 1:
 				m := lendStorage(t, f, ts(), f+1, uint64(1+pick(3)))
+				lends = append(lends, m)
 				evs = append(evs, merge(m))
 				history = append(history, m)
 			default:
@@ -286,16 +357,45 @@ func genCase(t testing.TB, rng *rand.Rand, base uint64, txBase uint64) []*pb.Hub
 				}
 				evs = append(evs, proofEvent(fname(name, owner, uint64(1+pick(6))), deleted))
 			}
-		case 8:
-			if len(history) == 0 {
+		case 8, 9:
+			// Prune or revoke, mostly of a key's current holder, which
+			// leaves the key open to any version.
+			var m *pb.Message
+			if len(winner) > 0 && pick(3) > 0 {
+				keys := make([]string, 0, len(winner))
+				for k := range winner {
+					keys = append(keys, k)
+				}
+				sort.Strings(keys)
+				k := keys[pick(len(keys))]
+				m = winner[k].msg
+			} else if len(history) > 0 {
+				m = history[pick(len(history))]
+			} else {
 				continue
 			}
-			m := history[pick(len(history))]
+			if k, ok := keyOf[string(m.Hash)]; ok && winner[k].msg == m {
+				delete(winner, k)
+				vacated = append(vacated, k)
+			}
+			delete(castLive, string(m.Hash))
 			if pick(2) == 0 {
 				evs = append(evs, prune(m))
 			} else {
 				evs = append(evs, revoke(m))
 			}
+		case 10:
+			// A new version of a vacated key, often at the old holder's
+			// timestamp (a tie settled by hash) or older.
+			if len(vacated) == 0 {
+				snapshot()
+				continue
+			}
+			k := vacated[pick(len(vacated))]
+			emitLWW(k, makers[k](uint32(1+pick(3))), false, nil)
+		}
+		if pick(8) == 0 {
+			snapshot()
 		}
 	}
 	for i := range pick(3) {

@@ -103,7 +103,7 @@ var (
 		"signer_address bytea", "block_hash bytea", "signature bytea", "protocol int2", "verification_type int2", "chain_id int8")
 	srcUserData = newSource(idUserData, "s_user_data", "hash bytea", "fid int8", "ts timestamptz", "type int2", "value text")
 	srcProofs   = newSource(idProofs, "s_proofs", "username text", "fid int8", "ts timestamptz", "type int2", "owner bytea",
-		"signature bytea", "is_deletion bool")
+		"signature bytea", "is_deletion bool", "marked bool")
 	srcLends   = newSource(idLends, "s_lends", "hash bytea", "fid int8", "ts timestamptz", "to_fid int8", "num_units int8", "unit_type int2")
 	srcOnchain = newSource(idOnchain, "s_onchain", "type int2", "chain_id int8", "block_number int8", "block_hash bytea",
 		"block_timestamp timestamptz", "tx_hash bytea", "log_index int4", "tx_index int4", "fid int8", "version int4", "raw bytea",
@@ -299,46 +299,11 @@ UPDATE casts c SET root_parent_fid = w.rfid, root_parent_hash = w.rhash, root_pa
 FROM (SELECT DISTINCT ON (hash) * FROM walk ORDER BY hash) w
 WHERE c.hash = w.hash AND c.root_parent_hash IS NULL`
 
-// Last write wins per key by (timestamp, remove beats add, hash): the batch's
-// winner per key replaces the stored row only if it orders after it.
-const sqlReactions = `
-INSERT INTO reactions AS t (hash, fid, type, target_cast_fid, target_cast_hash, target_url, "timestamp", is_remove, deleted_at, pruned_at, revoked_at)
-SELECT s.hash, s.fid, s.type, s.target_cast_fid, s.target_cast_hash, s.target_url, s.ts, s.is_remove,
-       CASE WHEN s.is_remove THEN s.ts ELSE mm.deleted_at END, mm.pruned_at, mm.revoked_at
-FROM (SELECT DISTINCT ON (fid, type, target_cast_hash, target_url) *
-      FROM s_reactions
-      ORDER BY fid, type, target_cast_hash, target_url, ts DESC, is_remove DESC, hash DESC) s
-LEFT JOIN message_marks mm ON mm.hash = s.hash
-ON CONFLICT (fid, type, target_cast_hash, target_url) DO UPDATE SET
-    hash = excluded.hash, target_cast_fid = excluded.target_cast_fid, "timestamp" = excluded."timestamp",
-    is_remove = excluded.is_remove, deleted_at = excluded.deleted_at, pruned_at = excluded.pruned_at, revoked_at = excluded.revoked_at
-WHERE (excluded."timestamp", excluded.is_remove, excluded.hash) > (t."timestamp", t.is_remove, t.hash)`
-
 const sqlCompacts = `
 INSERT INTO link_compact_states (hash, fid, type, target_fids, "timestamp", deleted_at, pruned_at, revoked_at)
 SELECT s.hash, s.fid, s.type, s.target_fids::int8[], s.ts, mm.deleted_at, mm.pruned_at, mm.revoked_at
 FROM s_compacts s LEFT JOIN message_marks mm ON mm.hash = s.hash
 ON CONFLICT (hash) DO NOTHING`
-
-// A link add is also dead when a newer compact state of its (fid, type)
-// does not list its target.
-const sqlLinks = `
-INSERT INTO links AS t (hash, fid, target_fid, type, display_timestamp, "timestamp", is_remove, deleted_at, pruned_at, revoked_at)
-SELECT s.hash, s.fid, s.target_fid, s.type, s.display_timestamp, s.ts, s.is_remove,
-       CASE WHEN s.is_remove THEN s.ts
-            WHEN mm.deleted_at IS NOT NULL THEN mm.deleted_at
-            ELSE (SELECT min(k."timestamp") FROM link_compact_states k
-                  WHERE k.fid = s.fid AND k.type = s.type AND k."timestamp" > s.ts AND NOT (s.target_fid = ANY (k.target_fids)))
-       END,
-       mm.pruned_at, mm.revoked_at
-FROM (SELECT DISTINCT ON (fid, target_fid, type) *
-      FROM s_links
-      ORDER BY fid, target_fid, type, ts DESC, is_remove DESC, hash DESC) s
-LEFT JOIN message_marks mm ON mm.hash = s.hash
-ON CONFLICT (fid, target_fid, type) DO UPDATE SET
-    hash = excluded.hash, display_timestamp = excluded.display_timestamp, "timestamp" = excluded."timestamp",
-    is_remove = excluded.is_remove, deleted_at = excluded.deleted_at, pruned_at = excluded.pruned_at, revoked_at = excluded.revoked_at
-WHERE (excluded."timestamp", excluded.is_remove, excluded.hash) > (t."timestamp", t.is_remove, t.hash)`
 
 // A compact state deletes the older links of its (fid, type) it does not
 // list, and supersedes older compact states.
@@ -355,40 +320,175 @@ WHERE (t.fid, t.type) IN (SELECT fid, type FROM s_compacts)
   AND n.fid = t.fid AND n.type = t.type AND (n."timestamp", n.hash) > (t."timestamp", t.hash)
   AND t.deleted_at IS NULL`
 
-const sqlVerifications = `
-INSERT INTO verifications AS t (hash, fid, signer_address, block_hash, signature, protocol, verification_type, chain_id, "timestamp", is_remove, deleted_at, pruned_at, revoked_at)
-SELECT s.hash, s.fid, s.signer_address, s.block_hash, s.signature, s.protocol, s.verification_type, s.chain_id, s.ts, s.is_remove,
-       CASE WHEN s.is_remove THEN s.ts ELSE mm.deleted_at END, mm.pruned_at, mm.revoked_at
-FROM (SELECT DISTINCT ON (fid, signer_address) *
-      FROM s_verifications
-      ORDER BY fid, signer_address, ts DESC, is_remove DESC, hash DESC) s
-LEFT JOIN message_marks mm ON mm.hash = s.hash
-ON CONFLICT (fid, signer_address) DO UPDATE SET
-    hash = excluded.hash, block_hash = excluded.block_hash, signature = excluded.signature, protocol = excluded.protocol,
-    verification_type = excluded.verification_type, chain_id = excluded.chain_id, "timestamp" = excluded."timestamp",
-    is_remove = excluded.is_remove, deleted_at = excluded.deleted_at, pruned_at = excluded.pruned_at, revoked_at = excluded.revoked_at
-WHERE (excluded."timestamp", excluded.is_remove, excluded.hash) > (t."timestamp", t.is_remove, t.hash)`
+// keyedStore describes a table that keeps every version of a conflict key
+// (reactions, links, verifications, user_data). The node's state is
+// recomputed for every key the batch touches, marks included (a marked
+// message is staged with its mark): the live version is the winner by
+// (timestamp, remove beats add, hash) among the versions not marked, and no
+// version when that winner is a remove. Losers are kept, because a loser
+// becomes the winner when the versions above it are pruned or revoked.
+//
+// Each batch runs, in order: kill (the stored live versions that no longer
+// win), insert (the staged versions, the winner live) and, when the batch
+// marks rows of the table, revive (a stored version that wins again). They
+// are separate statements because the live-key unique index is checked row
+// by row: the old winner must be dead before the new one is live.
+type keyedStore struct {
+	table string
+	src   *source
+	// key lists the conflict key's columns, named alike in src and table.
+	key []string
+	// lookups are join conditions of table t on the distinct keys k, each
+	// one indexable; their matches are unioned. (IS NOT DISTINCT FROM,
+	// which NULL key columns would need, cannot use an index.)
+	lookups []string
+	// remove is the expression, over alias x, saying a version is a
+	// remove; "false" where the table has none.
+	remove func(x string) string
+	// gone, when set, is a condition over a candidate (alias x with the
+	// staged columns' names) that takes it out of the running, besides
+	// marks.
+	gone string
+	// cols and vals are the inserted columns and their values over the
+	// staged row s, except the deletion columns.
+	cols, vals string
+}
 
-const sqlUserData = `
-INSERT INTO user_data AS t (hash, fid, type, value, "timestamp", deleted_at, pruned_at, revoked_at)
-SELECT s.hash, s.fid, s.type, s.value, s.ts, mm.deleted_at, mm.pruned_at, mm.revoked_at
-FROM (SELECT DISTINCT ON (fid, type) * FROM s_user_data ORDER BY fid, type, ts DESC, hash DESC) s
-LEFT JOIN message_marks mm ON mm.hash = s.hash
-ON CONFLICT (fid, type) DO UPDATE SET
-    hash = excluded.hash, value = excluded.value, "timestamp" = excluded."timestamp",
-    deleted_at = excluded.deleted_at, pruned_at = excluded.pruned_at, revoked_at = excluded.revoked_at
-WHERE (excluded."timestamp", excluded.hash) > (t."timestamp", t.hash)`
+// candidates returns the CTEs k and c: c has one row per candidate version
+// (staged rows, then stored ones, so a version may appear twice) with win,
+// the hash of its key's winner.
+func (k *keyedStore) candidates() string {
+	return k.candidatesOf(fmt.Sprintf("SELECT DISTINCT %s FROM %s", strings.Join(k.key, ", "), k.src.name), true)
+}
 
-// Fname proofs: the highest timestamp wins; on a tie a deletion wins, then
-// the higher fid and signature, so any order converges.
+// candidatesOf is candidates for the keys query keys selects, with or
+// without the staged rows.
+func (k *keyedStore) candidatesOf(keys string, staged bool) string {
+	var sk, tk []string
+	for _, c := range k.key {
+		sk = append(sk, "s."+c)
+		tk = append(tk, "t."+c)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "WITH k AS (%s),\nc0 AS (", keys)
+	sep := "\n"
+	if staged {
+		fmt.Fprintf(&b, "\n    SELECT false AS stored, false AS live, s.hash, s.ts, %s AS is_remove, %s FROM %s s\n",
+			k.remove("s"), strings.Join(sk, ", "), k.src.name)
+		b.WriteString("    WHERE NOT EXISTS (SELECT 1 FROM message_marks mm WHERE mm.hash = s.hash)")
+		sep = "\n    UNION ALL\n"
+	}
+	for _, l := range k.lookups {
+		fmt.Fprintf(&b, "%s    SELECT true AS stored, t.deleted_at IS NULL AS live, t.hash, t.\"timestamp\" AS ts, %s AS is_remove, %s FROM k JOIN %s t ON %s WHERE NOT t.marked",
+			sep, k.remove("t"), strings.Join(tk, ", "), k.table, l)
+		sep = "\n    UNION ALL\n"
+	}
+	b.WriteString("\n),\nc AS (\n    SELECT stored, live, hash, is_remove,\n")
+	fmt.Fprintf(&b, "           first_value(hash) OVER (PARTITION BY %s ORDER BY ts DESC, is_remove DESC, hash DESC) AS win\n    FROM c0 x",
+		strings.Join(k.key, ", "))
+	if k.gone != "" {
+		b.WriteString("\n    WHERE NOT (" + k.gone + ")")
+	}
+	b.WriteString("\n)\n")
+	return b.String()
+}
+
+func (k *keyedStore) kill() *mergeStmt {
+	return newMerge(k.table, k.candidates()+fmt.Sprintf(`UPDATE %s t SET deleted_at = now()
+FROM c WHERE c.stored AND c.live AND c.hash <> c.win AND t.hash = c.hash`, k.table), k.src)
+}
+
+func (k *keyedStore) insert() *mergeStmt {
+	return newMerge(k.table, k.candidates()+fmt.Sprintf(`INSERT INTO %s (%s, deleted_at, pruned_at, revoked_at, marked)
+SELECT %s,
+       CASE WHEN mm.hash IS NOT NULL THEN mm.deleted_at WHEN %s THEN s.ts WHEN c.win = s.hash THEN NULL ELSE now() END,
+       mm.pruned_at, mm.revoked_at, mm.hash IS NOT NULL
+FROM %s s
+LEFT JOIN message_marks mm ON mm.hash = s.hash
+LEFT JOIN c ON c.hash = s.hash AND NOT c.stored
+ON CONFLICT (hash) DO NOTHING`, k.table, k.cols, k.vals, k.remove("s"), k.src.name), k.src)
+}
+
+// revive looks only at the keys of versions the batch marks, since only a
+// mark on a key's winner makes another version win, and only at stored
+// versions, which by now include the staged ones.
+func (k *keyedStore) revive() *mergeStmt {
+	keys := fmt.Sprintf("SELECT DISTINCT %s FROM %s WHERE hash IN (SELECT hash FROM %s)", strings.Join(k.key, ", "), k.src.name, srcMarks.name)
+	return newMerge(k.table, k.candidatesOf(keys, false)+fmt.Sprintf(`UPDATE %s t SET deleted_at = NULL
+FROM c WHERE c.stored AND NOT c.live AND c.hash = c.win AND NOT c.is_remove AND t.hash = c.hash`, k.table), k.src, srcMarks)
+}
+
+func isRemove(x string) string { return x + ".is_remove" }
+
+var (
+	keyedReactions = &keyedStore{
+		table: "reactions", src: srcReactions, remove: isRemove,
+		key: []string{"fid", "type", "target_cast_hash", "target_url"},
+		lookups: []string{
+			"t.fid = k.fid AND t.type = k.type AND t.target_cast_hash = k.target_cast_hash",
+			"t.fid = k.fid AND t.type = k.type AND t.target_cast_hash IS NULL AND k.target_cast_hash IS NULL AND t.target_url = k.target_url",
+		},
+		cols: `hash, fid, type, target_cast_fid, target_cast_hash, target_url, "timestamp", is_remove`,
+		vals: "s.hash, s.fid, s.type, s.target_cast_fid, s.target_cast_hash, s.target_url, s.ts, s.is_remove",
+	}
+	// A link add is also out when a newer compact state of its (fid, type)
+	// does not list its target: the node deletes it, and rejects it later.
+	keyedLinks = &keyedStore{
+		table: "links", src: srcLinks, remove: isRemove,
+		key:     []string{"fid", "target_fid", "type"},
+		lookups: []string{"t.fid = k.fid AND t.target_fid = k.target_fid AND t.type = k.type"},
+		gone: `NOT x.is_remove AND EXISTS (SELECT 1 FROM link_compact_states lc WHERE lc.fid = x.fid AND lc.type = x.type
+                                 AND lc."timestamp" > x.ts AND NOT (x.target_fid = ANY (lc.target_fids)))`,
+		cols: `hash, fid, target_fid, type, display_timestamp, "timestamp", is_remove`,
+		vals: "s.hash, s.fid, s.target_fid, s.type, s.display_timestamp, s.ts, s.is_remove",
+	}
+	keyedVerifications = &keyedStore{
+		table: "verifications", src: srcVerifications, remove: isRemove,
+		key:     []string{"fid", "signer_address"},
+		lookups: []string{"t.fid = k.fid AND t.signer_address = k.signer_address"},
+		cols:    `hash, fid, signer_address, block_hash, signature, protocol, verification_type, chain_id, "timestamp", is_remove`,
+		vals:    "s.hash, s.fid, s.signer_address, s.block_hash, s.signature, s.protocol, s.verification_type, s.chain_id, s.ts, s.is_remove",
+	}
+	keyedUserData = &keyedStore{
+		table: "user_data", src: srcUserData, remove: func(string) string { return "false" },
+		key:     []string{"fid", "type"},
+		lookups: []string{"t.fid = k.fid AND t.type = k.type"},
+		cols:    `hash, fid, type, value, "timestamp"`,
+		vals:    "s.hash, s.fid, s.type, s.value, s.ts",
+	}
+)
+
+// Fname proofs keep every version by (name, timestamp, signature). A proof
+// staged as marked (one a merge reported deleted, or whose message was
+// pruned, revoked or deleted) marks its version for good. Versions are
+// stored deleted, then sqlProofsKill and sqlProofsRevive make the winner
+// among the unmarked ones live: the highest timestamp, on a tie a fid-0
+// deletion, then the higher signature and fid, so any order converges; a
+// winning deletion leaves the name deleted.
 const sqlProofs = `
-INSERT INTO username_proofs AS t (username, fid, type, owner, signature, "timestamp", is_deletion, deleted_at)
-SELECT s.username, s.fid, s.type, s.owner, s.signature, s.ts, s.is_deletion, CASE WHEN s.is_deletion THEN s.ts END
-FROM (SELECT DISTINCT ON (username) * FROM s_proofs ORDER BY username, ts DESC, is_deletion DESC, fid DESC, signature DESC) s
-ON CONFLICT (username) DO UPDATE SET
-    fid = excluded.fid, type = excluded.type, owner = excluded.owner, signature = excluded.signature,
-    "timestamp" = excluded."timestamp", is_deletion = excluded.is_deletion, deleted_at = excluded.deleted_at
-WHERE (excluded."timestamp", excluded.is_deletion, excluded.fid, excluded.signature) > (t."timestamp", t.is_deletion, t.fid, t.signature)`
+INSERT INTO username_proofs AS t (username, fid, type, owner, signature, "timestamp", is_deletion, deleted_at, marked)
+SELECT DISTINCT ON (username, ts, signature) username, fid, type, owner, signature, ts, is_deletion, now(),
+       bool_or(marked) OVER (PARTITION BY username, ts, signature)
+FROM s_proofs ORDER BY username, ts, signature, is_deletion DESC, fid DESC
+ON CONFLICT (username, "timestamp", signature) DO UPDATE SET marked = true, deleted_at = coalesce(t.deleted_at, now())
+WHERE excluded.marked AND NOT t.marked`
+
+const sqlProofCandidates = `
+WITH c AS (
+    SELECT t.username, t."timestamp", t.signature, t.is_deletion, t.deleted_at IS NULL AS live,
+           row_number() OVER (PARTITION BY t.username ORDER BY t."timestamp" DESC, t.is_deletion DESC, t.signature DESC, t.fid DESC) AS rn
+    FROM username_proofs t
+    WHERE t.username IN (SELECT username FROM s_proofs) AND NOT t.marked
+)
+`
+
+const sqlProofsKill = sqlProofCandidates + `UPDATE username_proofs t SET deleted_at = now()
+FROM c WHERE c.live AND c.rn > 1
+  AND t.username = c.username AND t."timestamp" = c."timestamp" AND t.signature = c.signature`
+
+const sqlProofsRevive = sqlProofCandidates + `UPDATE username_proofs t SET deleted_at = NULL
+FROM c WHERE NOT c.live AND c.rn = 1 AND NOT c.is_deletion
+  AND t.username = c.username AND t."timestamp" = c."timestamp" AND t.signature = c.signature`
 
 const sqlLends = `
 INSERT INTO lend_storage (hash, fid, to_fid, num_units, unit_type, "timestamp", deleted_at, pruned_at, revoked_at)
@@ -396,17 +496,18 @@ SELECT s.hash, s.fid, s.to_fid, s.num_units, s.unit_type, s.ts, mm.deleted_at, m
 FROM s_lends s LEFT JOIN message_marks mm ON mm.hash = s.hash
 ON CONFLICT (hash) DO NOTHING`
 
-// sqlApplyMarks marks rows already stored (before this batch, or inserted
-// by it under another key) whose message this batch prunes, revokes or
-// reports deleted. %s is the table, %s the condition on s_marks that
-// picks the marks of messages it holds.
+// sqlApplyMarks marks rows stored before this batch whose message this
+// batch prunes, revokes or reports deleted; rows the batch inserts take their
+// marks from message_marks as they are inserted. The verbs are: the table,
+// extra assignments, the condition on s_marks that picks the marks of
+// messages the table holds, and an extra reason to update a row.
 const sqlApplyMarks = `
 UPDATE %s t SET deleted_at = coalesce(t.deleted_at, mm.deleted_at),
                 pruned_at  = coalesce(t.pruned_at, mm.pruned_at),
-                revoked_at = coalesce(t.revoked_at, mm.revoked_at)
+                revoked_at = coalesce(t.revoked_at, mm.revoked_at)%s
 FROM message_marks mm
 WHERE mm.hash IN (SELECT hash FROM s_marks WHERE %s) AND t.hash = mm.hash
-  AND (t.deleted_at IS NULL OR (t.pruned_at IS NULL AND mm.pruned_at IS NOT NULL) OR (t.revoked_at IS NULL AND mm.revoked_at IS NOT NULL))`
+  AND (t.deleted_at IS NULL OR (t.pruned_at IS NULL AND mm.pruned_at IS NOT NULL) OR (t.revoked_at IS NULL AND mm.revoked_at IS NOT NULL)%s)`
 
 // The merge statements with their sources.
 var (
@@ -417,25 +518,37 @@ var (
 	mergeCasts          = newMerge("casts", sqlCasts, srcCasts, srcCastRemoves)
 	mergeCastRemoves    = newMerge("casts", sqlCastRemoves, srcCastRemoves)
 	mergeOrphans        = newMerge("casts", sqlOrphans, srcCastHashes)
-	mergeReactions      = newMerge("reactions", sqlReactions, srcReactions)
 	mergeCompacts       = newMerge("link_compact_states", sqlCompacts, srcCompacts)
-	mergeLinks          = newMerge("links", sqlLinks, srcLinks)
 	mergeCompactApply   = newMerge("links", sqlCompactApply, srcCompacts)
 	mergeCompactSupsede = newMerge("link_compact_states", sqlCompactSupersede, srcCompacts)
-	mergeVerifications  = newMerge("verifications", sqlVerifications, srcVerifications)
-	mergeUserData       = newMerge("user_data", sqlUserData, srcUserData)
 	mergeProofs         = newMerge("username_proofs", sqlProofs, srcProofs)
+	mergeProofsKill     = newMerge("username_proofs", sqlProofsKill, srcProofs)
+	mergeProofsRevive   = newMerge("username_proofs", sqlProofsRevive, srcProofs)
 	mergeLends          = newMerge("lend_storage", sqlLends, srcLends)
+	// mergeKeyed[t] are the kill, insert and revive statements of keyed
+	// store table t.
+	mergeKeyed = func() (m [len(storeTables)][3]*mergeStmt) {
+		for t, k := range map[int16]*keyedStore{tableReactions: keyedReactions, tableLinks: keyedLinks,
+			tableVerifications: keyedVerifications, tableUserData: keyedUserData} {
+			m[t] = [3]*mergeStmt{k.kill(), k.insert(), k.revive()}
+		}
+		return m
+	}()
 	// mergeApplyMarks[t] applies marks to store table t; the messages
 	// table, which holds every type, takes them all.
 	mergeApplyMarks, mergeApplyMarksMessages = func() ([len(storeTables)]*mergeStmt, *mergeStmt) {
 		var m [len(storeTables)]*mergeStmt
 		for t, name := range storeTables {
-			if name != "" {
-				m[t] = newMerge(name, fmt.Sprintf(sqlApplyMarks, name, fmt.Sprintf("tbl = %d", t)), srcMarks)
+			if name == "" {
+				continue
 			}
+			set, cond := "", ""
+			if mergeKeyed[t][0] != nil {
+				set, cond = ", marked = true", " OR NOT t.marked"
+			}
+			m[t] = newMerge(name, fmt.Sprintf(sqlApplyMarks, name, set, fmt.Sprintf("tbl = %d", t), cond), srcMarks)
 		}
-		return m, newMerge("messages", fmt.Sprintf(sqlApplyMarks, "messages", "true"), srcMarks)
+		return m, newMerge("messages", fmt.Sprintf(sqlApplyMarks, "messages", "", "true", ""), srcMarks)
 	}()
 	mergeOnchain = func() []*mergeStmt {
 		m := []*mergeStmt{newMerge("onchain_events", sqlOnchain, srcOnchain)}

@@ -71,8 +71,7 @@ func TestWriterRules(t *testing.T) {
 		func(t *testing.T) scenario {
 			f := next()
 			a := link(t, false, f, 10, "follow", 5)
-			b := link(t, false, f, 10, "follow", 5)
-			b = link(t, false, f, 11, "follow", 5)
+			b := link(t, false, f, 11, "follow", 5)
 			r := link(t, true, f, 9, "follow", 5) // older remove loses
 			return scenario{"link newer add beats older remove", []*pb.HubEvent{merge(a), merge(b, a), merge(r)},
 				[]expect{{"links", b, true}}}

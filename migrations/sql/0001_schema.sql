@@ -8,8 +8,13 @@
 --   * every message-derived row has deleted_at, pruned_at and revoked_at, and
 --     deleted_at IS NULL means "in the node's current state";
 --   * stores with a conflict key (reactions, links, verifications, user_data,
---     username_proofs) hold one row per key: the winning version, which may be
---     a remove (is_remove = true, always deleted).
+--     username_proofs) keep every version of each key, not only the winner:
+--     when the winner is pruned or revoked, the best version the node has not
+--     deleted becomes live again, as on the node. marked says the node deleted
+--     the version for good (pruned, revoked, or reported deleted by a merge);
+--     the live version is the winner among the unmarked ones, unless that is a
+--     remove (is_remove = true, always deleted). A partial unique index keeps
+--     at most one version of a key live.
 
 CREATE EXTENSION IF NOT EXISTS vector;
 
@@ -108,8 +113,11 @@ CREATE TABLE reactions (
     deleted_at       timestamptz,
     pruned_at        timestamptz,
     revoked_at       timestamptz,
-    CONSTRAINT reactions_key UNIQUE NULLS NOT DISTINCT (fid, type, target_cast_hash, target_url)
+    marked           boolean     NOT NULL DEFAULT false
 );
+CREATE INDEX reactions_key_idx ON reactions (fid, type, target_cast_hash, target_url);
+CREATE UNIQUE INDEX reactions_live_key ON reactions (fid, type, target_cast_hash, target_url) NULLS NOT DISTINCT
+    WHERE deleted_at IS NULL;
 CREATE INDEX reactions_target_cast_hash_idx ON reactions (target_cast_hash) WHERE target_cast_hash IS NOT NULL;
 
 CREATE TABLE links (
@@ -123,8 +131,10 @@ CREATE TABLE links (
     deleted_at        timestamptz,
     pruned_at         timestamptz,
     revoked_at        timestamptz,
-    CONSTRAINT links_key UNIQUE (fid, target_fid, type)
+    marked            boolean     NOT NULL DEFAULT false
 );
+CREATE INDEX links_key_idx ON links (fid, target_fid, type);
+CREATE UNIQUE INDEX links_live_key ON links (fid, target_fid, type) WHERE deleted_at IS NULL;
 CREATE INDEX links_target_fid_idx ON links (target_fid, type);
 
 -- Every LINK_COMPACT_STATE seen. A link older than any compact state of its
@@ -141,7 +151,7 @@ CREATE TABLE link_compact_states (
 );
 CREATE INDEX link_compact_states_fid_type_idx ON link_compact_states (fid, type, "timestamp");
 
--- block_hash and signature are NULL on a row whose winning version is a
+-- block_hash and signature are NULL on a row whose version is a
 -- VerificationRemove, which carries neither.
 CREATE TABLE verifications (
     hash              bytea       NOT NULL UNIQUE,
@@ -157,8 +167,10 @@ CREATE TABLE verifications (
     deleted_at        timestamptz,
     pruned_at         timestamptz,
     revoked_at        timestamptz,
-    CONSTRAINT verifications_key UNIQUE (fid, signer_address)
+    marked            boolean     NOT NULL DEFAULT false
 );
+CREATE INDEX verifications_key_idx ON verifications (fid, signer_address);
+CREATE UNIQUE INDEX verifications_live_key ON verifications (fid, signer_address) WHERE deleted_at IS NULL;
 CREATE INDEX verifications_signer_address_idx ON verifications (signer_address);
 
 CREATE TABLE user_data (
@@ -170,13 +182,18 @@ CREATE TABLE user_data (
     deleted_at  timestamptz,
     pruned_at   timestamptz,
     revoked_at  timestamptz,
-    CONSTRAINT user_data_key UNIQUE (fid, type)
+    marked      boolean     NOT NULL DEFAULT false
 );
+CREATE INDEX user_data_key_idx ON user_data (fid, type);
+CREATE UNIQUE INDEX user_data_live_key ON user_data (fid, type) WHERE deleted_at IS NULL;
 
--- One row per name: the proof with the highest timestamp. A proof for fid 0,
--- or one a merge reported as deleted, leaves the name deleted.
+-- Every proof seen, one row per (name, timestamp, signature). The live one
+-- per name is the unmarked proof with the highest timestamp, unless that is
+-- for fid 0 (is_deletion), which deletes the name. A proof a merge reported as
+-- deleted (deleted_username_proof) or whose message was pruned, revoked or
+-- deleted is marked, for good.
 CREATE TABLE username_proofs (
-    username    text        PRIMARY KEY,
+    username    text        NOT NULL,
     fid         bigint      NOT NULL,
     type        smallint    NOT NULL,
     owner       bytea,
@@ -185,8 +202,11 @@ CREATE TABLE username_proofs (
     is_deletion boolean     NOT NULL DEFAULT false,
     deleted_at  timestamptz,
     pruned_at   timestamptz,
-    revoked_at  timestamptz
+    revoked_at  timestamptz,
+    marked      boolean     NOT NULL DEFAULT false,
+    CONSTRAINT username_proofs_version UNIQUE (username, "timestamp", signature)
 );
+CREATE UNIQUE INDEX username_proofs_live_key ON username_proofs (username) WHERE deleted_at IS NULL;
 CREATE INDEX username_proofs_fid_idx ON username_proofs (fid);
 
 CREATE TABLE lend_storage (
