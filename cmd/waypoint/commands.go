@@ -486,10 +486,7 @@ func (backfillStatusCmd) Help() string {
 }
 
 func (c *backfillStatusCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Writer) error {
-	if err := cfg.Require("redis.url"); err != nil {
-		return err
-	}
-	rdb, err := openRedis(ctx, cfg)
+	rdb, err := requireRedis(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -519,10 +516,7 @@ func (backfillRetryFailedCmd) Help() string {
 }
 
 func (*backfillRetryFailedCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Writer) error {
-	if err := cfg.Require("redis.url"); err != nil {
-		return err
-	}
-	rdb, err := openRedis(ctx, cfg)
+	rdb, err := requireRedis(ctx, cfg)
 	if err != nil {
 		return err
 	}

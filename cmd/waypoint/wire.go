@@ -82,6 +82,14 @@ func openRedis(ctx context.Context, cfg *config.Config) (*redis.Client, error) {
 	return c, nil
 }
 
+// requireRedis is openRedis for commands that cannot work without Redis.
+func requireRedis(ctx context.Context, cfg *config.Config) (*redis.Client, error) {
+	if err := cfg.Require("redis.url"); err != nil {
+		return nil, err
+	}
+	return openRedis(ctx, cfg)
+}
+
 // dialHub connects to hub.url with the configured headers. retries is the
 // client's own retry budget: backfill passes 1 because its adaptive limiter
 // must see the node's pushback.
