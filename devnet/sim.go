@@ -661,35 +661,25 @@ func (s *Sim) Submit(msgs ...*pb.Message) error {
 // storage rent, tier purchases) on their fids' shards. Duplicates (same
 // type, block, log index and transaction) are refused.
 func (s *Sim) SubmitOnChainEvents(evs ...*pb.OnChainEvent) error {
-	var errs []error
-	s.mu.Lock()
-	for _, ev := range evs {
-		if ev == nil {
-			errs = append(errs, errors.New("devnet: nil on-chain event"))
-			continue
-		}
-		if err := s.mergeOnChainLocked(ev); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	cut := s.flushLocked()
-	s.mu.Unlock()
-	if cut {
-		s.broadcast()
-	}
-	return errors.Join(errs...)
+	return submitLocked(s, evs, "on-chain event", s.mergeOnChainLocked)
 }
 
 // SubmitUsernameProofs merges fname proofs, which appear on every shard.
 func (s *Sim) SubmitUsernameProofs(proofs ...*pb.UserNameProof) error {
+	return submitLocked(s, proofs, "username proof", s.mergeProofLocked)
+}
+
+// submitLocked merges items under the simulator's lock, cuts a block if
+// one is due and wakes the subscribers; nil items are refused.
+func submitLocked[T any](s *Sim, items []*T, what string, merge func(*T) *MergeError) error {
 	var errs []error
 	s.mu.Lock()
-	for _, p := range proofs {
-		if p == nil {
-			errs = append(errs, errors.New("devnet: nil username proof"))
+	for _, it := range items {
+		if it == nil {
+			errs = append(errs, errors.New("devnet: nil "+what))
 			continue
 		}
-		if err := s.mergeProofLocked(p); err != nil {
+		if err := merge(it); err != nil {
 			errs = append(errs, err)
 		}
 	}
