@@ -57,6 +57,8 @@ type Writer struct {
 
 	// Fast-path state of the tables COPYed into directly.
 	messagesCopy, castsCopy optimist
+
+	obs writerMetrics
 }
 
 // optimist decides whether to try a direct COPY into a table. After a COPY
@@ -264,12 +266,16 @@ func (w *Writer) store(ctx context.Context, b *rows, res *WriteResult, embedded 
 	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
 
 	pg := conn.Conn().PgConn()
+	var copying stopwatch
+	copying.start()
 	if err := w.copyDirect(ctx, pg, b); err != nil {
 		return err
 	}
+	copying.stop()
 	if err := embedded(); err != nil {
 		return err
 	}
+	copying.start()
 	if err := copyRows[embeddingRow](ctx, pg, &b.enc, copyEmbeddings, b.embeddings); err != nil {
 		return err
 	}
@@ -279,9 +285,11 @@ func (w *Writer) store(ctx context.Context, b *rows, res *WriteResult, embedded 
 	if err := copyRows[deadLetterRow](ctx, pg, &b.enc, copyDeadLetters, b.dead); err != nil {
 		return err
 	}
+	copying.stop()
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("sink: commit: %w", err)
 	}
+	w.obs.committed(b, copying.total)
 	res.Rows["messages"] += int64(max(b.copiedMessages, 0))
 	res.Rows["casts"] += int64(max(b.copiedCasts, 0))
 	res.Messages += len(b.messages)

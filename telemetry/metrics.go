@@ -85,7 +85,7 @@ func NewMetrics() *Metrics {
 			"Messages per sink write batch.",
 			[]float64{1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000}),
 		SinkCopySeconds: f.histogram("sink_copy_seconds",
-			"Time to COPY one batch into the staging tables.",
+			"Time a committed batch spent in its COPYs and merge statements.",
 			[]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}),
 		SinkCommitSeconds: f.histogram("sink_commit_seconds",
 			"Time to merge and commit one batch.",

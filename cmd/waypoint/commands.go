@@ -209,7 +209,7 @@ func runSink(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus.B
 			BatchTimeout:  time.Duration(cfg.Sink.BatchTimeoutMS) * time.Millisecond,
 			Validate:      validationMode(cfg),
 			Network:       network(cfg),
-			WriterOptions: writerOptions(cfg, log),
+			WriterOptions: append(writerOptions(cfg, log), sink.WithMetrics(o.metrics, "sink")),
 			Logger:        log.With("component", "sink"),
 
 			TracerProvider: tp,
@@ -458,7 +458,7 @@ func runBackfillWorker(ctx context.Context, cfg *config.Config, log *slog.Logger
 		return err
 	}
 	defer h.Close()
-	w, err := sink.NewWriter(ctx, pool, writerOptions(cfg, log)...)
+	w, err := sink.NewWriter(ctx, pool, append(writerOptions(cfg, log), sink.WithMetrics(o.metrics, "backfill"))...)
 	if err != nil {
 		return err
 	}
