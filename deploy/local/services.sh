@@ -17,6 +17,8 @@
 #   WAYPOINT_JAEGER_OTLP_PORT   [4317]  (OTLP/HTTP is the next port up)
 #   WAYPOINT_JAEGER_UI_PORT     [16686] (query gRPC is the port below)
 #   WAYPOINT_JAEGER_VERSION     [v1.75.0]
+#   WAYPOINT_JAEGER_UI_ASSETS   a built jaeger-ui directory for the query
+#                               service to serve (the Go module has none)
 #   WAYPOINT_DEBIAN_MIRROR      [http://deb.debian.org/debian]
 #   WAYPOINT_TEST_PG_URL        use this server (needs the vector extension)
 #                               instead of a local one
@@ -31,6 +33,7 @@ REDIS_PORT=${WAYPOINT_REDIS_PORT:-56379}
 JAEGER_OTLP_PORT=${WAYPOINT_JAEGER_OTLP_PORT:-4317}
 JAEGER_UI_PORT=${WAYPOINT_JAEGER_UI_PORT:-16686}
 JAEGER_VERSION=${WAYPOINT_JAEGER_VERSION:-v1.75.0}
+JAEGER_UI_ASSETS=${WAYPOINT_JAEGER_UI_ASSETS:-}
 MIRROR=${WAYPOINT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 EXT_PG_URL=${WAYPOINT_TEST_PG_URL:-}
 EXT_REDIS_URL=${WAYPOINT_TEST_REDIS_URL:-}
@@ -486,6 +489,11 @@ jaeger_up() {
 	done
 	log "jaeger: starting (OTLP 127.0.0.1:$JAEGER_OTLP_PORT, UI http://127.0.0.1:$JAEGER_UI_PORT, log $JAEGER_DIR/jaeger.log)"
 	rm -f "$JAEGER_PIDFILE"
+	local ui=()
+	if [[ -n $JAEGER_UI_ASSETS ]]; then
+		[[ -f $JAEGER_UI_ASSETS/index.html ]] || die "WAYPOINT_JAEGER_UI_ASSETS=$JAEGER_UI_ASSETS has no index.html"
+		ui=("--set=extensions.jaeger_query.ui.assets_path=$JAEGER_UI_ASSETS")
+	fi
 	# The built-in all-in-one configuration (memory storage), held to the
 	# loopback interface and cut down to OTLP in and the query service out,
 	# so that no fixed side port (sampling, health, zipkin, metrics) can
@@ -501,6 +509,7 @@ jaeger_up() {
 		'--set=service.pipelines.traces.receivers=[otlp]' \
 		'--set=service.extensions=[jaeger_storage,jaeger_query]' \
 		'--set=service.telemetry.metrics.level=none' \
+		"${ui[@]}" \
 		</dev/null >>"$JAEGER_DIR/jaeger.log" 2>&1 {LOCK_FD}>&- &
 	local i
 	for ((i = 0; i < 50; i++)); do
