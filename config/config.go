@@ -85,6 +85,9 @@ type Hub struct {
 	ShardIndices []uint32 `toml:"shard_indices"`
 	// Network is mainnet, testnet or devnet.
 	Network string `toml:"network"`
+	// MaxReceiveMB bounds one response read from the node, in MiB; a
+	// larger one fails its call instead of being buffered.
+	MaxReceiveMB int `toml:"max_receive_mb"`
 	// Headers are sent as gRPC metadata on every call (API keys).
 	Headers map[string]string `toml:"headers" redact:"value"`
 }
@@ -161,6 +164,7 @@ func Default() Config {
 			ShardIndices: []uint32{},
 			Headers:      map[string]string{},
 			Network:      "mainnet",
+			MaxReceiveMB: 64,
 		},
 		NATS: NATS{
 			StoreDir:   "data/nats",

@@ -33,6 +33,7 @@ func TestLoadDefaults(t *testing.T) {
 	checks := map[string][2]any{
 		"hub.url":             {got.Hub.URL, "127.0.0.1:3383"},
 		"hub.network":         {got.Hub.Network, "mainnet"},
+		"hub.max_receive_mb":  {got.Hub.MaxReceiveMB, 64},
 		"nats.stream":         {got.NATS.Stream, "WAYPOINT_EVENTS"},
 		"nats.partitions":     {got.NATS.Partitions, 16},
 		"nats.replicas":       {got.NATS.Replicas, 1},
@@ -313,6 +314,14 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "replicas from flag", overrides: []Override{{Key: "sink.replicas", Value: "0", Name: "--replicas"}},
 			want: []string{`config: --replicas="0" on the command line: want 1..1024`},
+		},
+		{
+			name: "hub receive limit", env: []string{"WAYPOINT_HUB__MAX_RECEIVE_MB=0"},
+			want: []string{`config: WAYPOINT_HUB__MAX_RECEIVE_MB="0" in environment: want 1..2047`},
+		},
+		{
+			name: "backfill page size above the node's page limit", file: "[backfill]\npage_size = 10001\n",
+			want: []string{`config: backfill.page_size = 10001 in file FILE: want 1..10000`},
 		},
 		{
 			name: "nats replicas", env: []string{"WAYPOINT_NATS__REPLICAS=0"},

@@ -25,6 +25,7 @@ func (l *loader) validate() {
 		l.check("hub.headers."+name, checkHeaderName(name))
 	}
 	l.check("hub.network", oneOf(c.Hub.Network, "mainnet", "testnet", "devnet"))
+	l.check("hub.max_receive_mb", between(c.Hub.MaxReceiveMB, 1, 2047))
 
 	if c.NATS.URL != "" {
 		for _, u := range strings.Split(c.NATS.URL, ",") {

@@ -272,6 +272,7 @@ func TestMessagesPagination(t *testing.T) {
 		{"nothing", 0, 10, false, 1},
 		{"one page", 7, 10, false, 1},
 		{"default page size", 2500, 0, false, 3},
+		{"page size capped", 25000, 50000, false, 3},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -303,7 +304,7 @@ func TestMessagesPagination(t *testing.T) {
 			if len(calls) != c.calls {
 				t.Fatalf("%d requests, want %d", len(calls), c.calls)
 			}
-			wantSize := c.size
+			wantSize := min(c.size, hub.MaxPageSize)
 			if wantSize == 0 {
 				wantSize = hub.DefaultPageSize
 			}

@@ -16,6 +16,11 @@ import (
 // own default for message reads (10,000, uncapped) is too large to rely on.
 const DefaultPageSize = 1000
 
+// MaxPageSize is the largest page size sent; larger requests are sent as
+// this. It is the node's own default for message reads: a bigger page
+// only makes each response, and the memory it holds, larger.
+const MaxPageSize = 10000
+
 // Kind names a family of per-fid message reads.
 type Kind string
 
@@ -187,6 +192,7 @@ func pages[T any](ctx context.Context, size uint32, what string, f fetch[T]) ite
 	if size == 0 {
 		size = DefaultPageSize
 	}
+	size = min(size, MaxPageSize)
 	return func(yield func([]T, error) bool) {
 		var token []byte
 		for n := 1; ; n++ {

@@ -97,7 +97,7 @@ func dialHub(ctx context.Context, cfg *config.Config, log *slog.Logger, retries 
 	if err := cfg.Require("hub.url"); err != nil {
 		return nil, err
 	}
-	opts := []hub.Option{hub.WithHeaders(cfg.Hub.Headers), hub.WithLogger(log)}
+	opts := []hub.Option{hub.WithHeaders(cfg.Hub.Headers), hub.WithLogger(log), hub.WithMaxRecvMsgSize(cfg.Hub.MaxReceiveMB << 20)}
 	if retries > 0 {
 		opts = append(opts, hub.WithRetry(retries, hub.DefaultRetryBaseDelay, hub.DefaultRetryMaxDelay))
 	}
