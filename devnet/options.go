@@ -60,6 +60,9 @@ type Options struct {
 	Limits Limits
 	// Faults injects delivery faults into Subscribe streams.
 	Faults Faults
+	// Serving limits on what clients send and hold open. Zero values take
+	// the defaults below.
+	Serving ServingLimits
 	// DumpState, when set, is a file Run writes the ground-truth state to
 	// (JSON lines, see DumpState) when it stops.
 	DumpState string
@@ -82,6 +85,35 @@ type Limits struct {
 	// Verifications per unit. Zero means 5.
 	Verifications int
 }
+
+// ServingLimits bound what one client can make the simulator read, hold
+// or build, so that a broken or hostile client cannot exhaust it.
+type ServingLimits struct {
+	// MaxRequestBytes bounds one request message; a larger one fails with
+	// RESOURCE_EXHAUSTED before it is decoded. Zero means
+	// DefaultMaxRequestBytes.
+	MaxRequestBytes int
+	// MaxPageSize caps page_size in paged reads: a larger one is served as
+	// this many items, with a next_page_token to go on. Zero means
+	// DefaultMaxPageSize.
+	MaxPageSize int
+	// MaxStreamsPerConn bounds the calls in flight on one HTTP/2
+	// connection; a client's further calls wait for one to end. Zero means
+	// DefaultMaxStreamsPerConn.
+	MaxStreamsPerConn uint32
+	// MaxSubscribers bounds the Subscribe streams open at once, across all
+	// clients; one more fails with RESOURCE_EXHAUSTED. Zero means
+	// DefaultMaxSubscribers.
+	MaxSubscribers int
+}
+
+// Defaults of ServingLimits.
+const (
+	DefaultMaxRequestBytes   = 4 << 20
+	DefaultMaxPageSize       = 10000
+	DefaultMaxStreamsPerConn = 1000
+	DefaultMaxSubscribers    = 256
+)
 
 // Faults are delivery faults applied to every Subscribe stream. The same
 // faults can be triggered at run time with DropNext, SetUnavailableEvery,
@@ -130,8 +162,20 @@ func (o Options) withDefaults() Options {
 			*f.p = f.d
 		}
 	}
+	sl := &o.Serving
+	orDefault(&sl.MaxRequestBytes, DefaultMaxRequestBytes)
+	orDefault(&sl.MaxPageSize, DefaultMaxPageSize)
+	orDefault(&sl.MaxStreamsPerConn, DefaultMaxStreamsPerConn)
+	orDefault(&sl.MaxSubscribers, DefaultMaxSubscribers)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return o
+}
+
+// orDefault replaces a zero or negative limit with its default.
+func orDefault[T int | uint32](p *T, d T) {
+	if *p <= 0 {
+		*p = d
+	}
 }

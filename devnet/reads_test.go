@@ -105,7 +105,12 @@ func TestDefaultPageSize(t *testing.T) {
 	if err != nil || len(resp.Messages) != 10000 || len(resp.NextPageToken) == 0 {
 		t.Fatalf("default page: %d messages, token %x, %v", len(resp.GetMessages()), resp.GetNextPageToken(), err)
 	}
-	resp, err = c.GetReactionsByFid(context.Background(), &pb.ReactionsByFidRequest{Fid: fidA, PageToken: resp.NextPageToken})
+	next := resp.NextPageToken
+	resp, err = c.GetReactionsByFid(context.Background(), &pb.ReactionsByFidRequest{Fid: fidA, PageSize: u32(20000)})
+	if err != nil || len(resp.Messages) != devnet.DefaultMaxPageSize || len(resp.NextPageToken) == 0 {
+		t.Fatalf("page_size 20000: %d messages, token %x, %v; want the %d-message cap", len(resp.GetMessages()), resp.GetNextPageToken(), err, devnet.DefaultMaxPageSize)
+	}
+	resp, err = c.GetReactionsByFid(context.Background(), &pb.ReactionsByFidRequest{Fid: fidA, PageToken: next})
 	if err != nil || len(resp.Messages) != 1 {
 		t.Fatalf("second page: %d messages, %v", len(resp.GetMessages()), err)
 	}

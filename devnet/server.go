@@ -61,6 +61,8 @@ func (s *Sim) grpcServer() *grpc.Server {
 		grpc.ForceServerCodecV2(rawCodec{proto: encoding.GetCodecV2("proto")}),
 		grpc.InitialWindowSize(1<<20),
 		grpc.InitialConnWindowSize(1<<22),
+		grpc.MaxRecvMsgSize(s.opts.Serving.MaxRequestBytes),
+		grpc.MaxConcurrentStreams(s.opts.Serving.MaxStreamsPerConn),
 	)
 	h := &hubServer{s: s}
 	// The generated descriptor, with the event reads answering from the
@@ -123,6 +125,12 @@ func (h *hubServer) Subscribe(req *pb.SubscribeRequest, stream grpc.ServerStream
 	shards, err := h.s.requestShards(req.ShardIndex)
 	if err != nil {
 		return err
+	}
+	select {
+	case h.s.subscribers <- struct{}{}:
+		defer func() { <-h.s.subscribers }()
+	default:
+		return status.Errorf(codes.ResourceExhausted, "devnet: %d Subscribe streams are open, the most this node serves", cap(h.s.subscribers))
 	}
 	ctx := stream.Context()
 	var want [256]bool
@@ -256,6 +264,7 @@ func (h *hubServer) getEvents(_ context.Context, req *pb.EventsRequest) (rawFram
 	if req.PageSize != nil && *req.PageSize > 0 {
 		size = int(*req.PageSize)
 	}
+	size = min(size, h.s.opts.Serving.MaxPageSize)
 	states := make([]byte, len(shards))
 	cursors := make([]uint64, len(shards))
 	if len(req.PageToken) > 0 {
@@ -374,7 +383,7 @@ func (h *hubServer) GetFids(_ context.Context, req *pb.FidsRequest) (*pb.FidsRes
 		})
 		fids = fids[i:]
 	}
-	size := pageSize(req.PageSize)
+	size := h.pageSize(req.PageSize)
 	resp := &pb.FidsResponse{}
 	if len(fids) >= size {
 		fids = fids[:size]
@@ -384,16 +393,16 @@ func (h *hubServer) GetFids(_ context.Context, req *pb.FidsRequest) (*pb.FidsRes
 	return resp, nil
 }
 
-func pageSize(p *uint32) int {
+func (h *hubServer) pageSize(p *uint32) int {
 	if p == nil || *p == 0 {
-		return defaultPageSize
+		return min(defaultPageSize, h.s.opts.Serving.MaxPageSize)
 	}
-	return int(*p)
+	return min(int(*p), h.s.opts.Serving.MaxPageSize)
 }
 
 // page selects one page of entries (already filtered, in ascending
 // order) and decodes it.
-func page(entries []*entry, size *uint32, token []byte, reverse *bool) (*pb.MessagesResponse, error) {
+func (h *hubServer) page(entries []*entry, size *uint32, token []byte, reverse *bool) (*pb.MessagesResponse, error) {
 	rev := reverse != nil && *reverse
 	if len(token) > 0 {
 		if len(token) != 25 || token[0] != tokenMessages {
@@ -409,7 +418,7 @@ func page(entries []*entry, size *uint32, token []byte, reverse *bool) (*pb.Mess
 			entries = entries[i:]
 		}
 	}
-	n := pageSize(size)
+	n := h.pageSize(size)
 	resp := &pb.MessagesResponse{}
 	full := len(entries) >= n
 	if full {
@@ -454,7 +463,7 @@ func (h *hubServer) listFid(fid uint64, k kind, keep func(*entry) bool, size *ui
 			}
 		}
 	}
-	return page(entries, size, token, reverse)
+	return h.page(entries, size, token, reverse)
 }
 
 func adds(e *entry) bool { return !e.remove }
@@ -530,7 +539,7 @@ func (h *hubServer) GetLinkCompactStateMessageByFid(_ context.Context, req *pb.F
 		}
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].less(entries[j]) })
-	return page(entries, req.PageSize, req.PageToken, req.Reverse)
+	return h.page(entries, req.PageSize, req.PageToken, req.Reverse)
 }
 
 func (h *hubServer) GetAllCastMessagesByFid(_ context.Context, req *pb.FidTimestampRequest) (*pb.MessagesResponse, error) {

@@ -47,6 +47,7 @@ type Sim struct {
 	unavailableEvery atomic.Int64
 	stallUntil       atomic.Int64 // unix nanoseconds
 	serving          atomic.Bool
+	subscribers      chan struct{} // one token per open Subscribe stream
 }
 
 // shard is one data shard's block chain and stored events.
@@ -79,6 +80,7 @@ func New(opts Options) (*Sim, error) {
 		shards:        make([]*shard, opts.Shards+1),
 		faultDropNext: make([]int, opts.Shards+1),
 		notify:        make(chan struct{}),
+		subscribers:   make(chan struct{}, opts.Serving.MaxSubscribers),
 	}
 	for i := range s.shards {
 		s.shards[i] = &shard{id: uint32(i)}
