@@ -85,6 +85,12 @@ func UpFS(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS) error {
 	if err := CheckVector(ctx, pool); err != nil {
 		return err
 	}
+	// A database already at this version needs no DDL: checking first lets
+	// a role that may only read and write rows start (see
+	// deploy/postgres/roles.sql). Any error here is met again below.
+	if st, err := StatusFS(ctx, pool, fsys); err == nil && allApplied(st) {
+		return nil
+	}
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("migrate: acquire connection: %w", err)
@@ -164,6 +170,15 @@ func StatusFS(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS) ([]Migration,
 		all[i].sql = ""
 	}
 	return all, nil
+}
+
+func allApplied(ms []Migration) bool {
+	for _, m := range ms {
+		if m.Pending() {
+			return false
+		}
+	}
+	return true
 }
 
 func ensureTable(ctx context.Context, conn *pgx.Conn) error {

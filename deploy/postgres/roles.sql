@@ -1,0 +1,50 @@
+-- Least-privilege roles for a Waypoint database.
+--
+-- Run once per database as a superuser, connected to that database and
+-- before the first `waypoint migrate up`:
+--
+--   psql "postgres://postgres@db/waypoint" -f deploy/postgres/roles.sql
+--   psql ... -c "ALTER ROLE waypoint_owner PASSWORD '...'"
+--   psql ... -c "ALTER ROLE waypoint_writer PASSWORD '...'"
+--
+-- waypoint_owner owns the schema. Only `waypoint migrate up` connects as it.
+-- waypoint_writer is what every other command connects as (start, ingest,
+-- sink, backfill, dlq, search, status): it reads and writes rows and may
+-- create the temporary tables FillEmbeddings stages into, and nothing more.
+-- It cannot create, alter, drop or truncate tables. Once the schema is
+-- migrated, the migrate step that start, sink and backfill run at startup
+-- makes no change, so they start as this role too.
+--
+-- Rename the roles by editing the two names below throughout.
+
+CREATE ROLE waypoint_owner LOGIN;
+CREATE ROLE waypoint_writer LOGIN;
+
+-- pgvector is not a trusted extension: only a superuser can create it.
+CREATE EXTENSION IF NOT EXISTS vector;
+
+DO $$
+BEGIN
+    -- The owner of the database owns its public schema (PostgreSQL 15+),
+    -- so the owner role can create tables there and no other role can.
+    EXECUTE format('ALTER DATABASE %I OWNER TO waypoint_owner', current_database());
+    EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database());
+    EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO waypoint_writer', current_database());
+END
+$$;
+
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+GRANT USAGE ON SCHEMA public TO waypoint_writer;
+
+-- Tables the owner creates from now on (every migration) are open to the
+-- writer for rows only.
+ALTER DEFAULT PRIVILEGES FOR ROLE waypoint_owner IN SCHEMA public
+    GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO waypoint_writer;
+ALTER DEFAULT PRIVILEGES FOR ROLE waypoint_owner IN SCHEMA public
+    GRANT USAGE, SELECT ON SEQUENCES TO waypoint_writer;
+
+-- Tables already there, for a database migrated before these roles existed
+-- (reassign them to the owner first: REASSIGN OWNED BY old_role TO
+-- waypoint_owner).
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO waypoint_writer;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO waypoint_writer;

@@ -1,0 +1,140 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/waypointhq/waypoint/embedding"
+	"github.com/waypointhq/waypoint/internal/testsupport"
+	"github.com/waypointhq/waypoint/migrations"
+	pb "github.com/waypointhq/waypoint/proto"
+)
+
+// TestLeastPrivilegeRoles applies deploy/postgres/roles.sql to a fresh
+// database, migrates it as the owner role, then runs the writer, the
+// indexer and search as the writer role, which must be refused DDL.
+func TestLeastPrivilegeRoles(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	adminURL := testsupport.PostgresURL(t)
+	sfx := testsupport.Suffix()
+	owner, writer := "wp_owner_"+sfx, "wp_writer_"+sfx
+	script, err := os.ReadFile("../deploy/postgres/roles.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sql := strings.NewReplacer("waypoint_owner", owner, "waypoint_writer", writer).Replace(string(script))
+
+	admin, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dropRoles(t, adminURL, owner, writer) })
+	if _, err := admin.Exec(ctx, sql); err != nil {
+		t.Fatalf("roles.sql: %v", err)
+	}
+	password := "pw-" + testsupport.Suffix()
+	for _, r := range []string{owner, writer} {
+		if _, err := admin.Exec(ctx, "ALTER ROLE "+pgx.Identifier{r}.Sanitize()+" PASSWORD '"+password+"'"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	admin.Close(ctx)
+
+	ownerPool := poolAs(t, adminURL, owner, password)
+	if err := migrations.Up(ctx, ownerPool); err != nil {
+		t.Fatalf("migrate as %s: %v", owner, err)
+	}
+
+	pool := poolAs(t, adminURL, writer, password)
+	// What start, sink and backfill run at startup: nothing to apply.
+	if err := migrations.Up(ctx, pool); err != nil {
+		t.Fatalf("migrate up as the writer on a migrated database: %v", err)
+	}
+	e := embedding.NewLocal(embedding.DefaultDimensions)
+	w := newTestWriter(t, pool, WithEmbedder(e))
+	bad := &pb.Message{Hash: []byte{9}}
+	cast := castAdd(t, 31, 1, "lighthouse keepers count the foghorn blasts", nil)
+	res := mustWrite(t, w, merge(cast), merge(castAdd(t, 31, 2, "other words entirely", nil)), merge(bad))
+	if res.DeadLetters != 1 || res.Embedded != 2 {
+		t.Fatalf("write as the writer role: %+v", res)
+	}
+	if _, err := IndexEmbeddings(ctx, pool, 10); err != nil {
+		t.Fatalf("index as the writer role: %v", err)
+	}
+	if _, err := FillEmbeddings(ctx, pool, e, 10); err != nil {
+		t.Fatalf("fill embeddings (temporary table) as the writer role: %v", err)
+	}
+	got, err := Search(ctx, pool, e, "lighthouse foghorn", 1)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("search as the writer role: %v, %v", got, err)
+	}
+
+	for _, stmt := range []string{
+		`DROP TABLE casts`,
+		`TRUNCATE messages`,
+		`ALTER TABLE casts ADD COLUMN x int`,
+		`CREATE TABLE intruder (id int)`,
+		`DROP INDEX casts_pkey`,
+		`CREATE EXTENSION IF NOT EXISTS pg_trgm`,
+	} {
+		_, err := pool.Exec(ctx, stmt)
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || (pe.Code != "42501" && pe.Code != "42809") {
+			t.Errorf("%s as the writer role: %v, want permission denied", stmt, err)
+		}
+	}
+}
+
+// poolAs opens a pool on the database of base as role.
+func poolAs(t *testing.T, base, role, password string) *pgxpool.Pool {
+	t.Helper()
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(role, password)
+	pool, err := pgxpool.New(context.Background(), u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// dropRoles hands what the roles own back to the admin and drops them;
+// roles are shared by every database of the server.
+func dropRoles(t *testing.T, adminURL string, roles ...string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		t.Logf("drop roles: %v", err)
+		return
+	}
+	defer c.Close(ctx)
+	// One role at a time: a default ACL that names both roles trips
+	// DROP OWNED given both at once.
+	for _, r := range roles {
+		id := pgx.Identifier{r}.Sanitize()
+		for _, stmt := range []string{"REASSIGN OWNED BY " + id + " TO CURRENT_USER", "DROP OWNED BY " + id} {
+			if _, err := c.Exec(ctx, stmt); err != nil {
+				t.Logf("drop roles: %s: %v", stmt, err)
+			}
+		}
+	}
+	for _, r := range roles {
+		if _, err := c.Exec(ctx, "DROP ROLE "+pgx.Identifier{r}.Sanitize()); err != nil {
+			t.Logf("drop role %s: %v", r, err)
+		}
+	}
+}
