@@ -3,7 +3,6 @@ package sink
 import (
 	"context"
 	"errors"
-	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -38,7 +37,7 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { dropRoles(t, adminURL, owner, writer) })
+	testsupport.DropRolesAtEnd(t, adminURL, owner, writer)
 	if _, err := admin.Exec(ctx, sql); err != nil {
 		t.Fatalf("roles.sql: %v", err)
 	}
@@ -98,43 +97,10 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 // poolAs opens a pool on the database of base as role.
 func poolAs(t *testing.T, base, role, password string) *pgxpool.Pool {
 	t.Helper()
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.UserPassword(role, password)
-	pool, err := pgxpool.New(context.Background(), u.String())
+	pool, err := pgxpool.New(context.Background(), testsupport.PostgresURLAs(t, base, role, password))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
 	return pool
-}
-
-// dropRoles hands what the roles own back to the admin and drops them;
-// roles are shared by every database of the server.
-func dropRoles(t *testing.T, adminURL string, roles ...string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := pgx.Connect(ctx, adminURL)
-	if err != nil {
-		t.Logf("drop roles: %v", err)
-		return
-	}
-	defer c.Close(ctx)
-	// One role at a time: a default ACL that names both roles trips
-	// DROP OWNED given both at once.
-	for _, r := range roles {
-		id := pgx.Identifier{r}.Sanitize()
-		for _, stmt := range []string{"REASSIGN OWNED BY " + id + " TO CURRENT_USER", "DROP OWNED BY " + id} {
-			if _, err := c.Exec(ctx, stmt); err != nil {
-				t.Logf("drop roles: %s: %v", stmt, err)
-			}
-		}
-	}
-	for _, r := range roles {
-		if _, err := c.Exec(ctx, "DROP ROLE "+pgx.Identifier{r}.Sanitize()); err != nil {
-			t.Logf("drop role %s: %v", r, err)
-		}
-	}
 }

@@ -1,9 +1,7 @@
 package telemetry
 
 import (
-	"compress/gzip"
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +17,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/waypointhq/waypoint/internal/testsupport"
 )
 
 // received is what a test collector got: the decoded requests and the
@@ -124,16 +124,7 @@ func startHTTPCollector(t *testing.T) (url string, got *received) {
 			http.Error(w, "content type "+ct, http.StatusUnsupportedMediaType)
 			return
 		}
-		var body io.Reader = r.Body
-		if r.Header.Get("Content-Encoding") == "gzip" {
-			zr, err := gzip.NewReader(r.Body)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			body = zr
-		}
-		b, err := io.ReadAll(body)
+		b, err := testsupport.RequestBody(r)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return

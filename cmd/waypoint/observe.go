@@ -79,7 +79,7 @@ func (o *observer) tracer(ctx context.Context, service string) (*telemetry.Traci
 		Endpoint:    o.cfg.Tracing.Endpoint,
 		SamplerArg:  o.cfg.Tracing.SamplerRatio,
 		Force:       o.cfg.Tracing.Force,
-		Logger:      o.log.With("component", "tracing", "service", service),
+		Logger:      o.log.With("component", "tracing"),
 	})
 	if err != nil {
 		return nil, err
