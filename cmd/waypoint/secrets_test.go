@@ -90,7 +90,9 @@ func TestSecretsStayOut(t *testing.T) {
 	ns := testsupport.StartNATSServer(t, "--user", "wp", "--pass", secret)
 
 	_, hubAddr := testsupport.StartDevnet(t, devnet.Options{
-		Seed: 5, FIDs: 10, Preload: 500, Rate: 200, Duration: 2 * time.Second, BlockInterval: 50 * time.Millisecond,
+		// No end to the live workload: however late ingest subscribes,
+		// events follow for the sink to commit.
+		Seed: 5, FIDs: 10, Preload: 500, Rate: 100, BlockInterval: 50 * time.Millisecond,
 	})
 	otlp := &otlpSink{}
 	collector := httptest.NewServer(otlp)
