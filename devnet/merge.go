@@ -68,8 +68,14 @@ func (s *Sim) mergeLocked(raw []byte, hash [20]byte, d *pb.MessageData) *MergeEr
 	if lim := s.limit(f, k); lim > 0 && len(st.sorted) >= lim && e.less(st.sorted[0]) {
 		return s.fail(d.Fid, cross, raw, withHash(mergeErr(codePrunable, "message would be pruned"), hash))
 	}
-	if k == kindLinks && !e.remove {
-		if cs := f.compact[e.aux]; cs != nil && e.ts < cs.e.ts && !cs.targets[e.num] {
+	// A compact state of the link's type rejects what it would have swept
+	// had the link come first, except at its own timestamp: the sweep takes
+	// links as old as the state, the rejection only older ones.
+	if cs := f.compact[e.aux]; k == kindLinks && cs != nil && e.ts < cs.e.ts {
+		if e.remove {
+			return s.fail(d.Fid, cross, raw, withHash(mergeErr(codePrunable, "a link remove older than the compact state would be pruned at once"), hash))
+		}
+		if !cs.targets[e.num] {
 			return s.fail(d.Fid, cross, raw, withHash(mergeErr(codeConflict, "target fid %d not in the compact state target fids", e.num), hash))
 		}
 	}
@@ -225,28 +231,34 @@ func (s *Sim) mergeCompactLocked(e *entry, d *pb.MessageData) *MergeError {
 	for _, t := range b.TargetFids {
 		targets[t] = true
 	}
+	// The state replaces the one before it and sweeps the links of its type
+	// not newer than itself (a tie included) that are removes or whose
+	// target it does not list. The merge event reports all of them deleted.
 	var swept []*entry
-	// Only links older than the compact state are swept: one with the same
-	// timestamp is as new as the state, as the merge rule above for links
-	// arriving after the state also has it.
+	if old := f.compact[b.Type]; old != nil {
+		swept = append(swept, old.e)
+	} else {
+		s.numMessages++
+	}
+	var links []*entry
 	for _, l := range f.stores[kindLinks].sorted {
-		if l.ts >= e.ts {
+		if l.ts > e.ts {
 			break
 		}
 		if l.aux == b.Type && (l.remove || !targets[l.num]) {
-			swept = append(swept, l)
+			links = append(links, l)
 		}
 	}
-	for _, l := range swept {
+	for _, l := range links {
 		s.storeDelete(f, kindLinks, l)
 	}
-	if f.compact[b.Type] == nil {
-		s.numMessages++
-	}
+	swept = append(swept, links...)
 	f.compact[b.Type] = &compactState{e: e, targets: targets}
-	// The node omits the swept links from the event, so a consumer has to
-	// apply the compact state itself.
-	s.emit(d.Fid, false, ownedMergeEvent(e))
+	deleted := make([][]byte, len(swept))
+	for i, l := range swept {
+		deleted[i] = l.full()
+	}
+	s.emit(d.Fid, false, ownedMergeEvent(e, deleted...))
 	return nil
 }
 

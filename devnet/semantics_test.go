@@ -51,6 +51,16 @@ func eventMessage(ev *pb.HubEvent) (*pb.Message, []*pb.Message) {
 }
 
 // expectSteps checks the shard's message events, in order.
+// hexesOf returns the messages' hashes in hex, sorted.
+func hexesOf(msgs ...*pb.Message) []string {
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = hexOf(m)
+	}
+	slices.Sort(out)
+	return out
+}
+
 func expectSteps(t *testing.T, c pb.HubServiceClient, shard uint32, want []step) {
 	t.Helper()
 	var got []*pb.HubEvent
@@ -281,22 +291,43 @@ func TestSemantics(t *testing.T) {
 			rm6 := s.Link(fidA, t0, false, "follow", 6)
 			block := s.Link(fidA, t0, true, "block", 9)
 			later := s.Link(fidA, t0+20, true, "follow", 7)
+			// As old as the state and merged before it: swept, as Snapchain
+			// sweeps every link not newer than the state.
+			tie := s.Link(fidA, t0+10, true, "follow", 10)
 			cs := s.LinkCompactState(fidA, t0+10, "follow", 3, 5)
 			stale := s.Link(fidA, t0+5, true, "follow", 8)
+			oldRemove := s.Link(fidA, t0+5, false, "follow", 5)
 			inList := s.Link(fidA, t0+5, true, "follow", 3)
-			submit(t, sim, l3, l4, l5, rm6, block, later, cs)
+			// As old as the state but merged after it: kept, since only an
+			// older add or remove is rejected.
+			tieAfter := s.Link(fidA, t0+10, true, "follow", 11)
+			tieRemove := s.Link(fidA, t0+10, false, "follow", 3)
+			cs2 := s.LinkCompactState(fidA, t0+30, "follow", 5, 7, 11)
+			submit(t, sim, l3, l4, l5, rm6, block, later, tie, cs)
 			submitFails(t, sim, "bad_request.conflict", stale)
 			submitFails(t, sim, "bad_request.conflict", s.LinkCompactState(fidA, t0+9, "follow"))
-			submit(t, sim, inList)
-			expectLive(t, sim, devnet.StoreLinks, fidA, l5, block, later, inList)
-			expectLive(t, sim, devnet.StoreLinkCompactState, fidA, cs)
+			submitFails(t, sim, "bad_request.prunable", oldRemove)
+			submit(t, sim, inList, tieAfter, tieRemove, cs2)
+			expectLive(t, sim, devnet.StoreLinks, fidA, l5, block, later, tieAfter)
+			expectLive(t, sim, devnet.StoreLinkCompactState, fidA, cs2)
+			// The merge event of a compact state reports what it swept, the
+			// state it replaced included.
+			want := map[string][]string{hexOf(cs): hexesOf(l4, rm6, tie), hexOf(cs2): hexesOf(cs, tieRemove)}
 			for _, ev := range replay(t, c, 1, 0) {
-				if m := ev.GetMergeMessageBody(); m != nil && bytes.Equal(m.Message.Hash, cs.Hash) && len(m.DeletedMessages) != 0 {
-					t.Errorf("compact state merge carries %d deleted messages", len(m.DeletedMessages))
+				m := ev.GetMergeMessageBody()
+				if m == nil || want[hexOf(m.Message)] == nil {
+					continue
 				}
+				if got := hexesOf(m.DeletedMessages...); !slices.Equal(got, want[hexOf(m.Message)]) {
+					t.Errorf("compact state %s reports deleted %v, want %v", hexOf(m.Message), got, want[hexOf(m.Message)])
+				}
+				delete(want, hexOf(m.Message))
+			}
+			if len(want) > 0 {
+				t.Errorf("no merge event for compact states %v", want)
 			}
 			got, err := c.GetLinkCompactStateMessageByFid(context.Background(), &pb.FidRequest{Fid: fidA})
-			if err != nil || len(got.Messages) != 1 || !bytes.Equal(got.Messages[0].Hash, cs.Hash) {
+			if err != nil || len(got.Messages) != 1 || !bytes.Equal(got.Messages[0].Hash, cs2.Hash) {
 				t.Errorf("GetLinkCompactStateMessageByFid: %v %v", got, err)
 			}
 		}},

@@ -159,6 +159,7 @@ func (h *hubServer) Subscribe(req *pb.SubscribeRequest, stream grpc.ServerStream
 		}
 		cursors[i] = cursor{log: &sh.log, pos: pos, liveFrom: end}
 	}
+	h.s.subscriptions.Add(1)
 	every := int(h.s.unavailableEvery.Load())
 	sent := 0
 	buf := make([]item, 0, replayBatch)

@@ -43,11 +43,14 @@ type Sim struct {
 
 	notifyMu sync.Mutex
 	notify   chan struct{}
+	// workloadDone is closed once the workload will submit nothing more.
+	workloadDone chan struct{}
 
 	unavailableEvery atomic.Int64
 	stallUntil       atomic.Int64 // unix nanoseconds
 	serving          atomic.Bool
 	subscribers      chan struct{} // one token per open Subscribe stream
+	subscriptions    atomic.Uint64 // Subscribe streams positioned so far
 }
 
 // shard is one data shard's block chain and stored events.
@@ -81,6 +84,7 @@ func New(opts Options) (*Sim, error) {
 		faultDropNext: make([]int, opts.Shards+1),
 		notify:        make(chan struct{}),
 		subscribers:   make(chan struct{}, opts.Serving.MaxSubscribers),
+		workloadDone:  make(chan struct{}),
 	}
 	for i := range s.shards {
 		s.shards[i] = &shard{id: uint32(i)}
@@ -88,6 +92,8 @@ func New(opts Options) (*Sim, error) {
 	s.unavailableEvery.Store(int64(opts.Faults.UnavailableEvery))
 	if opts.FIDs > 0 {
 		s.gen = newGenerator(opts)
+	} else {
+		close(s.workloadDone)
 	}
 	if opts.Preload > 0 {
 		start := time.Now()
@@ -197,7 +203,7 @@ func (s *Sim) produce(ctx context.Context) {
 				return
 			case <-stop:
 				workload, stop = false, nil
-				s.opts.Logger.Info("devnet workload finished")
+				s.finishWorkload()
 			case <-t.C:
 				s.tick(workload)
 			}
@@ -219,6 +225,7 @@ func (s *Sim) produce(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-stop:
+				s.finishWorkload()
 				return
 			default:
 			}
@@ -231,11 +238,33 @@ func (s *Sim) produce(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-stop:
+			s.finishWorkload()
 			return
 		case <-time.After(wait):
 		}
 	}
 }
+
+// finishWorkload marks the workload over. Every action it produced is in
+// a block by now: a step or tick cuts its blocks before the next select.
+func (s *Sim) finishWorkload() {
+	s.opts.Logger.Info("devnet workload finished")
+	close(s.workloadDone)
+}
+
+// Subscriptions counts the Subscribe streams opened so far. A stream is
+// counted once its position is fixed: it receives every event appended
+// after that, so state read from the node afterwards and the stream
+// together miss nothing.
+func (s *Sim) Subscriptions() uint64 { return s.subscriptions.Load() }
+
+// WorkloadDone is closed once the live workload has ended (Options.Duration
+// passed) with every event it produced cut into a block, or from the start
+// when there is no workload; it is never closed for a workload without a
+// Duration. Shard heights are no sign of it: with a BlockInterval empty
+// blocks keep coming, and under CPU load a running workload can leave them
+// still for a while.
+func (s *Sim) WorkloadDone() <-chan struct{} { return s.workloadDone }
 
 // tick produces one block on every shard, with the workload's actions for
 // it when the workload runs.

@@ -473,7 +473,7 @@ func (w *Writer) statements(b *rows) []*mergeStmt {
 	keyed(tableReactions, len(b.reactions))
 	// Compact states go first so that links see them.
 	if len(b.compacts) > 0 {
-		s = append(s, mergeCompacts, mergeCompactApply, mergeCompactSupsede)
+		s = append(s, mergeCompacts, mergeCompactSupsede, mergeCompactLinks[0], mergeCompactLinks[1])
 	}
 	keyed(tableLinks, len(b.links))
 	keyed(tableVerifications, len(b.verifications))

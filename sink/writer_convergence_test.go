@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"testing"
 
@@ -117,36 +118,41 @@ func (r *refModel) state() refState {
 	}
 	removed := map[string]bool{} // fid|target of cast removes
 	winners := map[string]refVersion{}
-	var compacts []*pb.MessageData
+	var compacts []*pb.Message
 	for _, m := range r.msgs {
 		d := m.Data
 		switch d.Type {
 		case pb.MessageType_MESSAGE_TYPE_CAST_REMOVE:
 			removed[fmt.Sprint(d.Fid, string(d.GetCastRemoveBody().TargetHash))] = true
 		case pb.MessageType_MESSAGE_TYPE_LINK_COMPACT_STATE:
-			compacts = append(compacts, d)
+			compacts = append(compacts, m)
 		}
 	}
-	// compacted reports a link add that a newer compact state of its
-	// (fid, type) does not list: the node deletes it and rejects it later.
+	// compacted reports a link add that the newest compact state of its
+	// (fid, type), by (timestamp, hash), is newer than and does not list:
+	// the node deletes it and rejects it later. A link the newest state
+	// lists may have come after it, whatever older states said; links a
+	// state swept at its own timestamp are marked by its merge event.
 	compacted := func(d *pb.MessageData) bool {
 		if d.Type != pb.MessageType_MESSAGE_TYPE_LINK_ADD {
 			return false
 		}
 		lb := d.GetLinkBody()
+		var newest *pb.Message
 		for _, c := range compacts {
-			if c.Fid != d.Fid || c.GetLinkCompactStateBody().Type != lb.Type || c.Timestamp <= d.Timestamp {
+			cd := c.Data
+			if cd.Fid != d.Fid || cd.GetLinkCompactStateBody().Type != lb.Type {
 				continue
 			}
-			listed := false
-			for _, f := range c.GetLinkCompactStateBody().TargetFids {
-				listed = listed || f == lb.GetTargetFid()
-			}
-			if !listed {
-				return true
+			if newest == nil || cd.Timestamp > newest.Data.Timestamp ||
+				cd.Timestamp == newest.Data.Timestamp && bytes.Compare(c.Hash, newest.Hash) > 0 {
+				newest = c
 			}
 		}
-		return false
+		if newest == nil || newest.Data.Timestamp <= d.Timestamp {
+			return false
+		}
+		return !slices.Contains(newest.Data.GetLinkCompactStateBody().TargetFids, lb.GetTargetFid())
 	}
 	for _, m := range r.msgs {
 		d := m.Data

@@ -305,14 +305,12 @@ SELECT s.hash, s.fid, s.type, s.target_fids::int8[], s.ts, mm.deleted_at, mm.pru
 FROM s_compacts s LEFT JOIN message_marks mm ON mm.hash = s.hash
 ON CONFLICT (hash) DO NOTHING`
 
-// A compact state deletes the older links of its (fid, type) it does not
-// list, and supersedes older compact states.
-const sqlCompactApply = `
-UPDATE links l SET deleted_at = k.ts
-FROM (SELECT DISTINCT fid, type, ts, target_fids::int8[] AS target_fids FROM s_compacts) k
-WHERE l.fid = k.fid AND l.type = k.type AND l."timestamp" < k.ts
-  AND NOT (l.target_fid = ANY (k.target_fids)) AND l.deleted_at IS NULL`
-
+// A compact state supersedes older compact states, and the links of its
+// (fid, type) are decided again: keyedLinks.gone takes out the adds the
+// newest state omits and is newer than, so a link swept by an older state
+// and listed by a newer one, merged after it, is live again. Links as old
+// as the state are left to its merge event, which reports those the node
+// swept (a tie is swept when merged before the state, kept when after).
 const sqlCompactSupersede = `
 UPDATE link_compact_states t SET deleted_at = n."timestamp"
 FROM link_compact_states n
@@ -409,6 +407,28 @@ LEFT JOIN c ON c.hash = s.hash AND NOT c.stored
 ON CONFLICT (hash) DO NOTHING`, k.table, k.cols, k.vals, k.remove("s"), k.src.name), k.src)
 }
 
+// compactKeys selects the link keys of the (fid, type) pairs the batch
+// has compact states for.
+const compactKeys = `SELECT DISTINCT l.fid, l.target_fid, l.type FROM links l
+    WHERE (l.fid, l.type) IN (SELECT fid, type FROM s_compacts)`
+
+// recompute makes the table agree with the winners of the keys query keys
+// selects: a live version that is not its key's winner (or is out of the
+// running) dies, then a winner that is an add and not live lives.
+func (k *keyedStore) recompute(keys string, srcs ...*source) [2]*mergeStmt {
+	var match []string
+	for _, c := range k.key {
+		match = append(match, fmt.Sprintf("t.%s = k.%s", c, c))
+	}
+	cands := k.candidatesOf(keys, false)
+	kill := newMerge(k.table, cands+fmt.Sprintf(`UPDATE %s t SET deleted_at = now()
+FROM k WHERE %s AND t.deleted_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM c WHERE c.hash = t.hash AND c.win = t.hash AND NOT c.is_remove)`, k.table, strings.Join(match, " AND ")), srcs...)
+	revive := newMerge(k.table, cands+fmt.Sprintf(`UPDATE %s t SET deleted_at = NULL
+FROM c WHERE c.stored AND NOT c.live AND c.hash = c.win AND NOT c.is_remove AND t.hash = c.hash`, k.table), srcs...)
+	return [2]*mergeStmt{kill, revive}
+}
+
 // revive looks only at the keys of versions the batch marks, since only a
 // mark on a key's winner makes another version win, and only at stored
 // versions, which by now include the staged ones.
@@ -431,14 +451,19 @@ var (
 		cols: `hash, fid, type, target_cast_fid, target_cast_hash, target_url, "timestamp", is_remove`,
 		vals: "s.hash, s.fid, s.type, s.target_cast_fid, s.target_cast_hash, s.target_url, s.ts, s.is_remove",
 	}
-	// A link add is also out when a newer compact state of its (fid, type)
-	// does not list its target: the node deletes it, and rejects it later.
+	// A link add is also out when the newest compact state of its (fid,
+	// type), by (timestamp, hash) as sqlCompactSupersede orders them, is
+	// newer and does not list its target: the node deletes it, and rejects
+	// it later. An older state does not count: a link it omits may have been
+	// merged after a newer state that lists it.
 	keyedLinks = &keyedStore{
 		table: "links", src: srcLinks, remove: isRemove,
 		key:     []string{"fid", "target_fid", "type"},
 		lookups: []string{"t.fid = k.fid AND t.target_fid = k.target_fid AND t.type = k.type"},
 		gone: `NOT x.is_remove AND EXISTS (SELECT 1 FROM link_compact_states lc WHERE lc.fid = x.fid AND lc.type = x.type
-                                 AND lc."timestamp" > x.ts AND NOT (x.target_fid = ANY (lc.target_fids)))`,
+                                 AND lc."timestamp" > x.ts AND NOT (x.target_fid = ANY (lc.target_fids))
+                                 AND NOT EXISTS (SELECT 1 FROM link_compact_states n
+                                                 WHERE n.fid = lc.fid AND n.type = lc.type AND (n."timestamp", n.hash) > (lc."timestamp", lc.hash)))`,
 		cols: `hash, fid, target_fid, type, display_timestamp, "timestamp", is_remove`,
 		vals: "s.hash, s.fid, s.target_fid, s.type, s.display_timestamp, s.ts, s.is_remove",
 	}
@@ -519,7 +544,7 @@ var (
 	mergeCastRemoves    = newMerge("casts", sqlCastRemoves, srcCastRemoves)
 	mergeOrphans        = newMerge("casts", sqlOrphans, srcCastHashes)
 	mergeCompacts       = newMerge("link_compact_states", sqlCompacts, srcCompacts)
-	mergeCompactApply   = newMerge("links", sqlCompactApply, srcCompacts)
+	mergeCompactLinks   = keyedLinks.recompute(compactKeys, srcCompacts)
 	mergeCompactSupsede = newMerge("link_compact_states", sqlCompactSupersede, srcCompacts)
 	mergeProofs         = newMerge("username_proofs", sqlProofs, srcProofs)
 	mergeProofsKill     = newMerge("username_proofs", sqlProofsKill, srcProofs)

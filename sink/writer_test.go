@@ -88,6 +88,26 @@ func TestWriterRules(t *testing.T) {
 		},
 		func(t *testing.T) scenario {
 			f := next()
+			// The node sweeps a link as old as the state when it came first
+			// (its merge event says so) and keeps one merged after it.
+			tie := link(t, false, f, 20, "follow", 2)
+			c := linkCompact(t, f, 20, "follow", []uint64{1})
+			tieAfter := link(t, false, f, 20, "follow", 3)
+			return scenario{"link compact state at a link's timestamp", []*pb.HubEvent{merge(tie), merge(c, tie), merge(tieAfter)},
+				[]expect{{"links", tie, false}, {"links", tieAfter, true}}}
+		},
+		func(t *testing.T) scenario {
+			f := next()
+			// Only the newest state rejects: an older link it lists, merged
+			// after it, stays although the state it replaced omits it.
+			c1 := linkCompact(t, f, 20, "follow", nil)
+			c2 := linkCompact(t, f, 30, "follow", []uint64{5})
+			l := link(t, false, f, 10, "follow", 5)
+			return scenario{"superseded link compact state", []*pb.HubEvent{merge(c1), merge(c2, c1), merge(l)},
+				[]expect{{"links", l, true}}}
+		},
+		func(t *testing.T) scenario {
+			f := next()
 			addr := bytes.Repeat([]byte{0xab}, 20)
 			a := verification(t, false, f, 10, addr)
 			r := verification(t, true, f, 11, addr)

@@ -59,12 +59,18 @@ func startCLI(t *testing.T, env []string, args ...string) (stop func() (int, str
 }
 
 // pipelineEnv is the configuration of one deployment: a fresh database,
-// the test Redis under its own prefix, an embedded JetStream in a temp
-// directory, and the simulator as hub.
+// a new test Redis key space, an embedded JetStream in a temp directory,
+// and the simulator as hub.
 func pipelineEnv(t *testing.T, hubAddr, redisPrefix string) ([]string, *pgxpool.Pool) {
 	t.Helper()
+	return pipelineEnvWithRedis(t, hubAddr, testsupport.NewRedis(t), redisPrefix)
+}
+
+// pipelineEnvWithRedis is pipelineEnv in a given Redis key space, for
+// deployments that share one.
+func pipelineEnvWithRedis(t *testing.T, hubAddr string, rdb *testsupport.Redis, redisPrefix string) ([]string, *pgxpool.Pool) {
+	t.Helper()
 	dbURL := testsupport.PostgresURL(t)
-	rdb := testsupport.NewRedis(t)
 	env := []string{
 		"WAYPOINT_DATABASE__URL=" + dbURL,
 		"WAYPOINT_REDIS__URL=" + rdb.URL,

@@ -20,25 +20,24 @@ var ComparedStores = []devnet.Store{
 	devnet.StoreLendStorage, devnet.StoreLinkCompactState, devnet.StoreUsernameProofs, devnet.StoreOnChainEvents,
 }
 
-// SettledState waits until the simulator's shard heights stop moving (its
-// workload is over) and returns its ground truth.
+// SettledState waits until the simulator's workload is over and returns
+// its ground truth. It waits for the simulator's own signal: shard heights
+// that stop moving are no proof, since blocks keep coming at a
+// BlockInterval and a workload starved of CPU leaves them still for a
+// while, which would yield a truth taken mid-workload.
 func SettledState(t testing.TB, sim *devnet.Sim) *devnet.State {
 	t.Helper()
-	prev := -1
-	for range 400 {
-		h := 0
-		for s := uint32(1); s <= sim.Shards(); s++ {
-			h += int(sim.Height(s))
-		}
-		if h == prev {
-			return sim.State()
-		}
-		prev = h
-		time.Sleep(50 * time.Millisecond)
+	select {
+	case <-sim.WorkloadDone():
+	case <-time.After(settleTimeout):
+		t.Fatalf("the simulator's workload did not end within %v (a workload needs a Duration to settle)", settleTimeout)
 	}
-	t.Fatal("the simulator never settled")
-	return nil
+	return sim.State()
 }
+
+// settleTimeout bounds the wait for a workload to end; workloads in tests
+// run for seconds.
+const settleTimeout = 5 * time.Minute
 
 // LiveInPostgres returns, per fid in 1..maxFID, the sorted live keys of a
 // store in the notation of devnet.State.Hashes.
