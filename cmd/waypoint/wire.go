@@ -144,9 +144,11 @@ func newWorker(cfg *config.Config, log *slog.Logger, q *backfill.Queue, h *hub.C
 	})
 }
 
-// gapBackfill turns a gap ingest could not repair into a priority backfill
-// of the FIDs it affects, or of every FID of its shard when those are not
-// known, so the database is repaired from the node's current state.
+// gapBackfill turns a gap ingest could not repair into a priority
+// reconciliation of the FIDs it affects, or of every FID of its shard when
+// those are not known, so the database is repaired from the node's current
+// state: a plain backfill would only add, and what was deleted, pruned or
+// revoked on the node while its events were lost would stay live.
 func gapBackfill(cfg *config.Config, log *slog.Logger, q *backfill.Queue, h *hub.Client) ingest.GapHandler {
 	return ingest.GapHandlerFunc(func(ctx context.Context, g ingest.Gap) error {
 		src := backfill.FIDList(g.FIDs...)
@@ -165,11 +167,11 @@ func gapBackfill(cfg *config.Config, log *slog.Logger, q *backfill.Queue, h *hub
 				}
 			}
 		}
-		res, err := q.Enqueue(ctx, src, backfill.EnqueueRequest{Kind: backfill.KindBackfill, Priority: true, BatchSize: cfg.Backfill.BatchSize})
+		res, err := q.Enqueue(ctx, src, backfill.EnqueueRequest{Kind: backfill.KindReconcile, Priority: true, BatchSize: cfg.Backfill.BatchSize})
 		if err != nil {
-			return fmt.Errorf("enqueue backfill for gap on shard %d: %w", g.Shard, err)
+			return fmt.Errorf("enqueue reconciliation for gap on shard %d: %w", g.Shard, err)
 		}
-		log.Warn("gap in the event stream: queued a backfill", "shard", g.Shard, "kind", g.Kind, "from_id", g.FromID, "to_id", g.ToID, "jobs", res.Jobs, "fids", res.FIDs+res.Skipped)
+		log.Warn("gap in the event stream: queued a reconciliation", "shard", g.Shard, "kind", g.Kind, "from_id", g.FromID, "to_id", g.ToID, "jobs", res.Jobs, "fids", res.FIDs+res.Skipped)
 		return nil
 	})
 }

@@ -205,7 +205,7 @@ func (pl *pipeline) dialHub() *hub.Client {
 	return h
 }
 
-// gapHandler queues a priority backfill of a gap's FIDs, or of every FID
+// gapHandler queues a priority reconciliation of a gap's FIDs, or of every FID
 // of the shard when they are unknown, as `waypoint ingest` does.
 func (pl *pipeline) gapHandler(h *hub.Client) ingest.GapHandler {
 	return ingest.GapHandlerFunc(func(ctx context.Context, g ingest.Gap) error {
@@ -224,12 +224,6 @@ func (pl *pipeline) gapHandler(h *hub.Client) ingest.GapHandler {
 				fids = append(fids, page...)
 			}
 		}
-		if _, err := pl.queue.Enqueue(ctx, backfill.FIDList(fids...), backfill.EnqueueRequest{Priority: true, BatchSize: 10}); err != nil {
-			return err
-		}
-		// A backfill only adds: what was deleted, pruned or revoked on
-		// the hub while its events were lost stays live in Postgres.
-		// Reconciliation removes it (for the types it covers).
 		_, err := pl.queue.Enqueue(ctx, backfill.FIDList(fids...), backfill.EnqueueRequest{Kind: backfill.KindReconcile, Priority: true, BatchSize: 10})
 		return err
 	})
