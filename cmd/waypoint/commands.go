@@ -130,7 +130,7 @@ func runIngest(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus
 	var gaps ingest.GapHandler
 	if rdb != nil {
 		defer rdb.Close()
-		gaps = gapBackfill(cfg, log, newQueue(cfg, rdb, backfill.WithTracerProvider(tp)), h)
+		gaps = gapBackfill(cfg, log, newQueue(cfg, rdb, backfill.WithTracerProvider(tp)), h, b)
 	}
 	in, err := ingest.New(ingest.Options{
 		Hub:            h.Raw(),
