@@ -8,9 +8,9 @@ import (
 	"os/exec"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -40,6 +40,27 @@ func bigFIDMessages() int {
 type bigFIDResult struct {
 	Messages int64
 	Seconds  float64
+	PeakRSS  int64 // bytes, VmHWM of the worker process
+}
+
+// peakRSS returns this process's VmHWM. The rusage a parent gets from wait
+// is no use here: Linux keeps ru_maxrss across execve, so it can report the
+// parent's footprint instead of the child's.
+func peakRSS() (int64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse VmHWM %q: %w", v, err)
+			}
+			return kb * 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("no VmHWM in /proc/self/status")
 }
 
 // runBigFIDChild backfills fid 1 from the hub at addr with full validation
@@ -64,6 +85,10 @@ func runBigFIDChild(addr string) int {
 		return 1
 	}
 	res := bigFIDResult{Messages: w.Stats().Messages, Seconds: time.Since(start).Seconds()}
+	if res.PeakRSS, err = peakRSS(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -127,8 +152,7 @@ func BenchmarkBackfillBigFID(b *testing.B) {
 		if res.Messages != int64(n) {
 			b.Fatalf("worker wrote %d messages, want %d", res.Messages, n)
 		}
-		// Maxrss is in KiB on Linux.
-		peak = max(peak, cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss*1024)
+		peak = max(peak, res.PeakRSS)
 		msgs += res.Messages
 		secs += res.Seconds
 	}
