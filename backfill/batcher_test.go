@@ -117,3 +117,31 @@ func TestBatcherCancelledContributorDoesNotAbortOthers(t *testing.T) {
 		t.Fatalf("the other contributor got %v", err)
 	}
 }
+
+// TestBatcherGrowsBatchesWhileWritersAreBusy holds the only writer slot and
+// hands in pages meanwhile: they must all go out in the next single write,
+// not in one write per linger.
+func TestBatcherGrowsBatchesWhileWritersAreBusy(t *testing.T) {
+	rw := &recordingWriter{block: make(chan struct{}), called: make(chan struct{}, 100)}
+	b := newBatcher(rw, 1000, time.Millisecond, time.Minute, 1)
+	var wg sync.WaitGroup
+	write := func() {
+		defer wg.Done()
+		if err := b.Write(context.Background(), events(2)); err != nil {
+			t.Error(err)
+		}
+	}
+	wg.Add(1)
+	go write()
+	<-rw.called // the first batch holds the slot
+	for range 20 {
+		wg.Add(1)
+		go write()
+		time.Sleep(5 * time.Millisecond) // several lingers apart
+	}
+	close(rw.block)
+	wg.Wait()
+	if len(rw.sizes) != 2 || rw.sizes[0] != 2 || rw.sizes[1] != 40 {
+		t.Fatalf("writes %v: want the first page alone, then the 20 pages that waited in one write", rw.sizes)
+	}
+}

@@ -3,6 +3,7 @@ package backfill_test
 import (
 	"context"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,14 +19,17 @@ import (
 
 // BenchmarkBackfillSimulatorToPostgres measures messages per second from
 // the simulator over gRPC, through full validation and the sink's writer,
-// into a fresh Postgres database, with 50 and 100 FIDs in flight.
+// into a fresh Postgres database, with 50 and 100 FIDs in flight. The
+// ceiling is the sink's writer alone writing the same events into another
+// fresh database in batches of the worker's WriteBatch, in the same run;
+// the ratio says how much of the writer's capacity the backfill uses.
 func BenchmarkBackfillSimulatorToPostgres(b *testing.B) {
 	const fids = 300
 	p := newPipeline(b, devnet.Options{Seed: 3, FIDs: fids, Preload: 40000})
 	for _, conc := range []int{50, 100} {
 		b.Run("concurrency="+strconv.Itoa(conc), func(b *testing.B) {
-			var msgs, events int64
-			var elapsed time.Duration
+			var msgs, events, ceilingEvents int64
+			var elapsed, ceilingTook time.Duration
 			for range b.N {
 				b.StopTimer()
 				ctx := context.Background()
@@ -42,8 +46,13 @@ func BenchmarkBackfillSimulatorToPostgres(b *testing.B) {
 				}
 				r := testsupport.NewRedis(b)
 				p.queue = backfill.NewQueue(r.Client, backfill.WithPrefix(r.Prefix))
+				var mu sync.Mutex
+				var written []*pb.HubEvent
 				p.writer = backfill.WriterFunc(func(ctx context.Context, ev []*pb.HubEvent) error {
 					_, err := sw.Write(ctx, ev)
+					mu.Lock()
+					written = append(written, ev...)
+					mu.Unlock()
 					return err
 				})
 				if _, err := p.queue.Enqueue(ctx, backfill.FIDRange(1, fids), backfill.EnqueueRequest{}); err != nil {
@@ -57,9 +66,42 @@ func BenchmarkBackfillSimulatorToPostgres(b *testing.B) {
 				msgs += ws[0].Stats().Messages
 				events += ws[0].Stats().Events
 				pool.Close()
+				took, err := writeAlone(ctx, testsupport.PostgresURL(b), written, backfill.DefaultPageSize)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ceilingEvents += int64(len(written))
+				ceilingTook += took
 			}
 			b.ReportMetric(float64(msgs)/elapsed.Seconds(), "msgs/s")
 			b.ReportMetric(float64(msgs+events)/elapsed.Seconds(), "items/s")
+			ceiling := float64(ceilingEvents) / ceilingTook.Seconds()
+			b.ReportMetric(ceiling, "ceiling-items/s")
+			b.ReportMetric(float64(msgs+events)/elapsed.Seconds()/ceiling, "ratio")
 		})
 	}
+}
+
+// writeAlone writes events with the sink's writer into a fresh database at
+// url, batch events at a time, and returns how long that took.
+func writeAlone(ctx context.Context, url string, events []*pb.HubEvent, batch int) (time.Duration, error) {
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return 0, err
+	}
+	defer pool.Close()
+	if err := migrations.Up(ctx, pool); err != nil {
+		return 0, err
+	}
+	sw, err := sink.NewWriter(ctx, pool, sink.WithLogger(quiet()))
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	for i := 0; i < len(events); i += batch {
+		if _, err := sw.Write(ctx, events[i:min(i+batch, len(events))]); err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(start), nil
 }

@@ -205,10 +205,7 @@ func (w *Worker) usernameProofs(ctx context.Context, fid uint64) error {
 	}
 	events := make([]*pb.HubEvent, 0, len(resp.GetProofs()))
 	for _, p := range resp.GetProofs() {
-		events = append(events, &pb.HubEvent{
-			Type: pb.HubEventType_HUB_EVENT_TYPE_MERGE_USERNAME_PROOF,
-			Body: &pb.HubEvent_MergeUsernameProofBody{MergeUsernameProofBody: &pb.MergeUserNameProofBody{UsernameProof: p}},
-		})
+		events = append(events, proofEvent(p))
 	}
 	if err := w.write(ctx, events); err != nil {
 		return fmt.Errorf("backfill username proofs: %w", err)
@@ -260,6 +257,13 @@ func mergeMessage(m *pb.Message) *pb.HubEvent {
 	return &pb.HubEvent{
 		Type: pb.HubEventType_HUB_EVENT_TYPE_MERGE_MESSAGE,
 		Body: &pb.HubEvent_MergeMessageBody{MergeMessageBody: &pb.MergeMessageBody{Message: m}},
+	}
+}
+
+func proofEvent(p *pb.UserNameProof) *pb.HubEvent {
+	return &pb.HubEvent{
+		Type: pb.HubEventType_HUB_EVENT_TYPE_MERGE_USERNAME_PROOF,
+		Body: &pb.HubEvent_MergeUsernameProofBody{MergeUsernameProofBody: &pb.MergeUserNameProofBody{UsernameProof: p}},
 	}
 }
 

@@ -19,8 +19,9 @@ const (
 	KindBackfill Kind = "backfill"
 	// KindUserData refreshes only a FID's user data.
 	KindUserData Kind = "user_data"
-	// KindReconcile compares a FID's live messages on the hub with Postgres
-	// and repairs the differences in both directions.
+	// KindReconcile compares a FID's live data on the hub with Postgres and
+	// repairs the differences in both directions; it is what repairs a gap
+	// in the event stream, since a backfill only adds.
 	KindReconcile Kind = "reconcile"
 )
 
@@ -51,9 +52,6 @@ var allDataTypes = []DataType{Casts, Reactions, Links, Verifications, UserData, 
 
 // AllDataTypes returns every data type, in the order they are documented.
 func AllDataTypes() []DataType { return slices.Clone(allDataTypes) }
-
-// reconcileTypes are the message families reconciliation compares.
-var reconcileTypes = []DataType{Casts, Reactions, Links, Verifications, UserData}
 
 // ParseDataTypes parses a comma-separated list such as "casts,reactions".
 // The empty string means every type.
@@ -163,10 +161,6 @@ func (j *Job) types() []DataType {
 	switch j.Kind {
 	case KindUserData:
 		return []DataType{UserData}
-	case KindReconcile:
-		if len(j.Types) == 0 {
-			return reconcileTypes
-		}
 	}
 	if len(j.Types) == 0 {
 		return allDataTypes

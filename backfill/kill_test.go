@@ -30,6 +30,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		os.Exit(runChildWorker())
 	}
+	if addr := os.Getenv(bigFIDEnv); addr != "" {
+		os.Exit(runBigFIDChild(addr))
+	}
 	os.Exit(m.Run())
 }
 

@@ -176,10 +176,7 @@ func (q *Queue) enqueue(ctx context.Context, src iter.Seq2[uint64, error], req E
 		if !isDataType(t) {
 			return res, fmt.Errorf("enqueue: unknown data type %q", t)
 		}
-		switch {
-		case kind == KindReconcile && !slices.Contains(reconcileTypes, t):
-			return res, fmt.Errorf("enqueue: data type %q cannot be reconciled (want %s)", t, joinTypes(reconcileTypes))
-		case kind == KindUserData && t != UserData:
+		if kind == KindUserData && t != UserData {
 			return res, fmt.Errorf("enqueue: a user-data job fetches only %s, not %q", UserData, t)
 		}
 	}

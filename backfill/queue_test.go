@@ -149,7 +149,6 @@ func TestEnqueueRejectsBadInput(t *testing.T) {
 		{"fid zero", []uint64{1, 0}, EnqueueRequest{}, "fid 0"},
 		{"unknown kind", []uint64{1}, EnqueueRequest{Kind: "nope"}, "unknown job kind"},
 		{"unknown type", []uint64{1}, EnqueueRequest{Types: []DataType{"frames"}}, "unknown data type"},
-		{"reconcile of on-chain events", []uint64{1}, EnqueueRequest{Kind: KindReconcile, Types: []DataType{OnChainEvents}}, "cannot be reconciled"},
 		{"user-data job with casts", []uint64{1}, EnqueueRequest{Kind: KindUserData, Types: []DataType{Casts}}, "only user_data"},
 	}
 	for _, tc := range tests {

@@ -13,6 +13,7 @@ import (
 	"github.com/waypointhq/waypoint/message"
 	"github.com/waypointhq/waypoint/migrations"
 	pb "github.com/waypointhq/waypoint/proto"
+	"github.com/waypointhq/waypoint/sink"
 )
 
 func migratedPool(t *testing.T) *pgxpool.Pool {
@@ -295,8 +296,179 @@ func TestReconcileJob(t *testing.T) {
 			t.Fatalf("links of fid %d = %v", fid, links)
 		}
 	}
-	// Reconciliation leaves the other stores alone.
-	if hub.count("GetAllCastMessagesByFid")+hub.count("GetOnChainEvents") != 0 {
-		t.Fatal("a reconcile job ran a backfill")
+	// Reconciliation reads the live lists, not every message ever stored.
+	if n := hub.count("GetAllCastMessagesByFid") + hub.count("GetAllLinkMessagesByFid"); n != 0 {
+		t.Fatalf("a reconcile job ran a backfill: %d GetAll*MessagesByFid calls", n)
+	}
+}
+
+// sinkWriter writes through the sink's writer, so reconciliation meets the
+// real conflict rules of every table.
+func sinkWriter(t *testing.T, pool *pgxpool.Pool) Writer {
+	t.Helper()
+	sw, err := sink.NewWriter(ctxT(t), pool, sink.WithLogger(discardLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return WriterFunc(func(ctx context.Context, events []*pb.HubEvent) error {
+		_, err := sw.Write(ctx, events)
+		return err
+	})
+}
+
+// liveKeys returns fid's live rows of a compared type, keyed as
+// reconciliation keys them.
+func liveKeys(t *testing.T, pool *pgxpool.Pool, dt DataType, fid uint64) map[string]bool {
+	t.Helper()
+	keys, err := NewPostgresStore(pool).LiveHashes(ctxT(t), dt, fid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, k := range keys {
+		out[string(k)] = true
+	}
+	return out
+}
+
+// TestReconcileEveryStore gives Postgres, in every compared store, rows the
+// hub no longer has (removed, superseded or never there) and lacks rows
+// the hub has, then checks that one reconciliation leaves exactly the
+// hub's live set, and that on-chain events and link compact states the
+// database lacked were written.
+func TestReconcileEveryStore(t *testing.T) {
+	pool := migratedPool(t)
+	w := sinkWriter(t, pool)
+	f := newFixture()
+	ctx := ctxT(t)
+	const fid = 5
+	msg := func(typ pb.MessageType, body func(d *pb.MessageData)) *pb.Message {
+		d := &pb.MessageData{Fid: fid, Type: typ}
+		body(d)
+		return f.sign(t, d)
+	}
+	react := func(url string) *pb.Message {
+		return msg(pb.MessageType_MESSAGE_TYPE_REACTION_ADD, func(d *pb.MessageData) {
+			d.Body = &pb.MessageData_ReactionBody{ReactionBody: &pb.ReactionBody{Type: pb.ReactionType_REACTION_TYPE_LIKE, Target: &pb.ReactionBody_TargetUrl{TargetUrl: url}}}
+		})
+	}
+	verify := func(addr string) *pb.Message {
+		return msg(pb.MessageType_MESSAGE_TYPE_VERIFICATION_ADD_ETH_ADDRESS, func(d *pb.MessageData) {
+			d.Body = &pb.MessageData_VerificationAddAddressBody{VerificationAddAddressBody: &pb.VerificationAddAddressBody{Address: []byte(addr)}}
+		})
+	}
+	userData := func(typ pb.UserDataType, v string) *pb.Message {
+		return msg(pb.MessageType_MESSAGE_TYPE_USER_DATA_ADD, func(d *pb.MessageData) {
+			d.Body = &pb.MessageData_UserDataBody{UserDataBody: &pb.UserDataBody{Type: typ, Value: v}}
+		})
+	}
+	lend := func(to uint64) *pb.Message {
+		return msg(pb.MessageType_MESSAGE_TYPE_LEND_STORAGE, func(d *pb.MessageData) {
+			d.Body = &pb.MessageData_LendStorageBody{LendStorageBody: &pb.LendStorageBody{ToFid: to, NumUnits: 2}}
+		})
+	}
+	proof := func(name string, sig string) *pb.UserNameProof {
+		f.ts++
+		return &pb.UserNameProof{Fid: fid, Name: []byte(name), Type: pb.UserNameType_USERNAME_TYPE_FNAME,
+			Timestamp: uint64(f.ts), Signature: []byte(sig), Owner: []byte("owner-of-" + name)}
+	}
+
+	// Per store: what Postgres holds before (kept: on the hub too; stale:
+	// not on the hub any more) and what only the hub has (missing).
+	type store struct {
+		dt                   DataType
+		kept, stale, missing []*pb.Message
+		keptP, staleP, missP []*pb.UserNameProof
+	}
+	oldName := userData(pb.UserDataType_USER_DATA_TYPE_DISPLAY, "old name")
+	stores := []store{
+		{dt: Casts, kept: []*pb.Message{castMsg(t, f, fid, "kept")}, stale: []*pb.Message{castMsg(t, f, fid, "deleted on the hub")}, missing: []*pb.Message{castMsg(t, f, fid, "cast during the gap")}},
+		{dt: Reactions, kept: []*pb.Message{react("https://a")}, stale: []*pb.Message{react("https://unliked")}, missing: []*pb.Message{react("https://b")}},
+		{dt: Links, kept: []*pb.Message{linkMsg(t, f, fid, 10, false)}, stale: []*pb.Message{linkMsg(t, f, fid, 11, false)}, missing: []*pb.Message{linkMsg(t, f, fid, 12, false)}},
+		{dt: Verifications, kept: []*pb.Message{verify("addr-kept")}, stale: []*pb.Message{verify("addr-removed")}, missing: []*pb.Message{verify("addr-new")}},
+		// The old display name is superseded on the hub by the new one.
+		{dt: UserData, kept: []*pb.Message{userData(pb.UserDataType_USER_DATA_TYPE_BIO, "bio")}, stale: []*pb.Message{oldName, userData(pb.UserDataType_USER_DATA_TYPE_URL, "pruned url")},
+			missing: []*pb.Message{userData(pb.UserDataType_USER_DATA_TYPE_DISPLAY, "new name")}},
+		{dt: LendStorage, kept: []*pb.Message{lend(20)}, stale: []*pb.Message{lend(21)}, missing: []*pb.Message{lend(22)}},
+		{dt: UsernameProofs, keptP: []*pb.UserNameProof{proof("kept", "sig-kept")}, staleP: []*pb.UserNameProof{proof("transferred", "sig-transferred")},
+			missP: []*pb.UserNameProof{proof("registered", "sig-registered")}},
+	}
+	hub := newTestHub()
+	hub.live[fid] = map[DataType][]*pb.Message{}
+	hub.all[fid] = map[DataType][]*pb.Message{}
+	var before []*pb.HubEvent
+	for _, s := range stores {
+		for _, m := range append(append([]*pb.Message(nil), s.kept...), s.stale...) {
+			before = append(before, mergeMessage(m))
+		}
+		for _, p := range append(append([]*pb.UserNameProof(nil), s.keptP...), s.staleP...) {
+			before = append(before, proofEvent(p))
+		}
+		live := append(append([]*pb.Message(nil), s.kept...), s.missing...)
+		hub.live[fid][s.dt] = live
+		hub.all[fid][s.dt] = live // lend storage's live list
+		hub.proofs[fid] = append(hub.proofs[fid], append(append([]*pb.UserNameProof(nil), s.keptP...), s.missP...)...)
+	}
+	compact := f.sign(t, &pb.MessageData{Fid: fid, Type: pb.MessageType_MESSAGE_TYPE_LINK_COMPACT_STATE,
+		Body: &pb.MessageData_LinkCompactStateBody{LinkCompactStateBody: &pb.LinkCompactStateBody{Type: "follow", TargetFids: []uint64{10, 12}}}})
+	hub.compact[fid] = []*pb.Message{compact}
+	signer := &pb.OnChainEvent{Type: pb.OnChainEventType_EVENT_TYPE_SIGNER, Fid: fid, BlockNumber: 7, BlockHash: []byte("block"),
+		TransactionHash: []byte("tx-signer"), LogIndex: 3, Body: &pb.OnChainEvent_SignerEventBody{SignerEventBody: &pb.SignerEventBody{
+			Key: make([]byte, 32), KeyType: 1, EventType: pb.SignerEventType_SIGNER_EVENT_TYPE_ADD}}}
+	hub.onchain[fid] = map[pb.OnChainEventType][]*pb.OnChainEvent{pb.OnChainEventType_EVENT_TYPE_SIGNER: {signer}}
+	if err := w.Write(ctx, before); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range stores {
+		if got, want := len(liveKeys(t, pool, s.dt, fid)), len(s.kept)+len(s.keptP)+len(s.stale)+len(s.staleP); got != want {
+			t.Fatalf("%s before reconciling: %d live rows, want %d", s.dt, got, want)
+		}
+	}
+
+	client, _ := hub.serve(t)
+	wk := NewWorker(nil, client, w, quietOptions(WorkerOptions{Store: NewPostgresStore(pool), PageSize: 1, Validation: message.CheckFull}))
+	res, err := wk.Reconcile(ctx, fid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range stores {
+		want := map[string]bool{}
+		for _, m := range append(append([]*pb.Message(nil), s.kept...), s.missing...) {
+			want[string(m.Hash)] = true
+		}
+		for _, p := range append(append([]*pb.UserNameProof(nil), s.keptP...), s.missP...) {
+			want[string(proofKey(p))] = true
+		}
+		got := liveKeys(t, pool, s.dt, fid)
+		if len(got) != len(want) {
+			t.Errorf("%s: %d live rows, want the hub's %d", s.dt, len(got), len(want))
+		}
+		for k := range want {
+			if !got[k] {
+				t.Errorf("%s: live item %x of the hub is not live in postgres", s.dt, k)
+			}
+		}
+	}
+	var compacts, signers int
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM link_compact_states WHERE fid = $1 AND deleted_at IS NULL),
+	       (SELECT count(*) FROM onchain_events WHERE fid = $1)`, fid).Scan(&compacts, &signers); err != nil {
+		t.Fatal(err)
+	}
+	if compacts != 1 || signers != 1 {
+		t.Errorf("link compact states %d, on-chain events %d after reconciling, want 1 and 1", compacts, signers)
+	}
+	// One stale row per store: the old display name was superseded by the
+	// writer when the new one arrived, the URL is reconciliation's.
+	if want := (ReconcileResult{Written: int64(len(stores)), Deleted: int64(len(stores))}); res != want {
+		t.Errorf("result = %+v, want %+v", res, want)
+	}
+	// Marked rows stay deleted when their messages come again (a late
+	// redelivery from the stream), and a second run finds nothing to do.
+	if err := w.Write(ctx, before); err != nil {
+		t.Fatal(err)
+	}
+	res, err = wk.Reconcile(ctx, fid)
+	if err != nil || res.Deleted != 0 {
+		t.Fatalf("second reconcile = %+v, %v; a stale row came back", res, err)
 	}
 }

@@ -111,7 +111,7 @@ func (*ingestCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger)
 }
 
 // runIngest follows the hub's shards into b. Gaps ingest cannot repair
-// from the node's event log become priority backfill jobs when Redis is
+// from the node's event log become priority reconcile jobs when Redis is
 // configured; without it they are logged as errors.
 func runIngest(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus.Bus, o *observer) error {
 	h, err := dialHub(ctx, cfg, log, 0)
@@ -130,7 +130,7 @@ func runIngest(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus
 	var gaps ingest.GapHandler
 	if rdb != nil {
 		defer rdb.Close()
-		gaps = gapBackfill(cfg, log, newQueue(cfg, rdb, backfill.WithTracerProvider(tp)), h)
+		gaps = gapBackfill(cfg, log, newQueue(cfg, rdb, backfill.WithTracerProvider(tp)), h, b)
 	}
 	in, err := ingest.New(ingest.Options{
 		Hub:            h.Raw(),

@@ -20,7 +20,8 @@ plan=(
 	"./ingest|BenchmarkReceive|20000x|raw-bytes codec vs decode and re-encode"
 	"./sink|BenchmarkWriterVsCeiling|3x|writer vs raw COPY ceiling (same run)"
 	"./sink|BenchmarkSinkEndToEnd|2x|JetStream -> sink -> Postgres, by replicas"
-	"./backfill|BenchmarkBackfillSimulatorToPostgres|1x|simulator -> backfill workers -> Postgres"
+	"./backfill|BenchmarkBackfillSimulatorToPostgres|1x|simulator -> backfill workers -> Postgres (vs the writer alone)"
+	"./backfill|BenchmarkBackfillBigFID|1x|one FID with 1M casts: worker peak RSS (target <= 200 MB) and rate"
 	"./backfill|BenchmarkQueue|2000x|Redis queue operations"
 	"./telemetry|BenchmarkSpan|200000x|span cost with tracing off and on"
 )

@@ -205,15 +205,25 @@ func (pl *pipeline) dialHub() *hub.Client {
 	return h
 }
 
-// gapHandler queues a priority backfill of a gap's FIDs, or of every FID
-// of the shard when they are unknown, as `waypoint ingest` does.
-func (pl *pipeline) gapHandler(h *hub.Client) ingest.GapHandler {
+// gapHandler queues a priority reconciliation of a gap's FIDs, or of every
+// FID of the shard when they are unknown, once the sink has applied what
+// was published before the gap, as `waypoint ingest` does.
+func (pl *pipeline) gapHandler(h *hub.Client, b *bus.Bus) ingest.GapHandler {
 	return ingest.GapHandlerFunc(func(ctx context.Context, g ingest.Gap) error {
 		pl.mu.Lock()
 		pl.gaps = append(pl.gaps, g)
 		pl.mu.Unlock()
 		if g.Kind == ingest.GapUnpublishable {
 			return nil
+		}
+		seq, err := b.LastSequence(ctx)
+		if err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if err := b.WaitConsumed(wctx, sink.DefaultGroup, seq, 100*time.Millisecond); err != nil {
+			return err
 		}
 		fids := g.FIDs
 		if len(fids) == 0 {
@@ -224,13 +234,7 @@ func (pl *pipeline) gapHandler(h *hub.Client) ingest.GapHandler {
 				fids = append(fids, page...)
 			}
 		}
-		if _, err := pl.queue.Enqueue(ctx, backfill.FIDList(fids...), backfill.EnqueueRequest{Priority: true, BatchSize: 10}); err != nil {
-			return err
-		}
-		// A backfill only adds: what was deleted, pruned or revoked on
-		// the hub while its events were lost stays live in Postgres.
-		// Reconciliation removes it (for the types it covers).
-		_, err := pl.queue.Enqueue(ctx, backfill.FIDList(fids...), backfill.EnqueueRequest{Kind: backfill.KindReconcile, Priority: true, BatchSize: 10})
+		_, err = pl.queue.Enqueue(ctx, backfill.FIDList(fids...), backfill.EnqueueRequest{Kind: backfill.KindReconcile, Priority: true, BatchSize: 10})
 		return err
 	})
 }
@@ -253,7 +257,7 @@ func (pl *pipeline) startIngest(url string) *proc {
 	from := uint64(0)
 	return pl.launch("ingest", func(ctx context.Context) error {
 		err := ingest.Run(ctx, ingest.Options{
-			Hub: h.Raw(), Bus: b, FromID: &from, GapHandler: pl.gapHandler(h),
+			Hub: h.Raw(), Bus: b, FromID: &from, GapHandler: pl.gapHandler(h, b),
 			CheckpointInterval: 100 * time.Millisecond, StallTimeout: 5 * time.Second,
 			MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, ShutdownTimeout: 3 * time.Second,
 			Logger: logger().With("component", "ingest"),
