@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -399,12 +400,23 @@ func (w *Writer) merge(ctx context.Context, pg *pgconn.PgConn, b *rows, res *Wri
 	mrr := pg.ExecBatch(ctx, batch)
 	i := -1 // the SET
 	for mrr.NextResult() {
-		ct, err := mrr.ResultReader().Close()
+		rr := mrr.ResultReader()
+		var counted int64
+		for rr.NextRow() {
+			if i >= 0 && stmts[i].counted && len(rr.Values()) == 1 {
+				counted, _ = strconv.ParseInt(string(rr.Values()[0]), 10, 64)
+			}
+		}
+		ct, err := rr.Close()
 		if err != nil {
 			break
 		}
 		if i >= 0 {
-			res.Rows[stmts[i].table] += ct.RowsAffected()
+			if stmts[i].counted {
+				res.Rows[stmts[i].table] += counted
+			} else {
+				res.Rows[stmts[i].table] += ct.RowsAffected()
+			}
 		}
 		i++
 	}
@@ -455,11 +467,7 @@ func (w *Writer) statements(b *rows) []*mergeStmt {
 	}
 	keyed := func(t int16, n int) {
 		if n > 0 {
-			s = append(s, mergeKeyed[t][0], mergeKeyed[t][1])
-			// Only a mark can make a stored loser the winner.
-			if b.marked&(1<<t) != 0 {
-				s = append(s, mergeKeyed[t][2])
-			}
+			s = append(s, mergeKeyed[t])
 		}
 	}
 	keyed(tableReactions, len(b.reactions))
