@@ -30,3 +30,8 @@ CREATE INDEX user_data_dead_key_idx ON user_data (fid, type) WHERE deleted_at IS
 -- raw messages by fid can create it again:
 --   CREATE INDEX messages_fid_timestamp_idx ON messages (fid, "timestamp");
 DROP INDEX messages_fid_timestamp_idx;
+
+-- With only its key indexed, marking a stored message (a prune, a revoke, a
+-- remove's deletion of its add) can be a HOT update, which writes no index
+-- entry, when its page has room for the new version, as casts leave.
+ALTER TABLE messages SET (fillfactor = 90);
