@@ -372,7 +372,10 @@ func copyNew(ctx context.Context, pg *pgconn.PgConn, e *fieldEnc, o *optimist, s
 // given. (Prepared statements would keep plans made when the tables were
 // small, a fresh database or a first tiny batch, and go on seq-scanning them
 // once they are large.) JIT is off because these statements are short and
-// set-based: compiling them takes longer than running them.
+// set-based: compiling them takes longer than running them. random_page_cost
+// is that of cached or solid-state storage: the merges probe indexes with a
+// few thousand keys, and at the default (a spinning disk's) the planner
+// prefers scanning a whole table or index to probing it far sooner.
 func (w *Writer) merge(ctx context.Context, pg *pgconn.PgConn, b *rows, res *WriteResult) error {
 	stmts := w.statements(b)
 	if len(stmts) == 0 {
@@ -389,6 +392,7 @@ func (w *Writer) merge(ctx context.Context, pg *pgconn.PgConn, b *rows, res *Wri
 	}
 	batch := &pgconn.Batch{}
 	batch.ExecParams("SET LOCAL jit = off", nil, nil, nil, nil)
+	batch.ExecParams("SET LOCAL random_page_cost = 1.1", nil, nil, nil, nil)
 	for _, m := range stmts {
 		params := b.params[:0]
 		for _, s := range m.sources {
@@ -398,7 +402,7 @@ func (w *Writer) merge(ctx context.Context, pg *pgconn.PgConn, b *rows, res *Wri
 		batch.ExecParams(m.sql, params, m.oids, m.formats, nil)
 	}
 	mrr := pg.ExecBatch(ctx, batch)
-	i := -1 // the SET
+	i := -2 // the SETs
 	for mrr.NextResult() {
 		rr := mrr.ResultReader()
 		var counted int64

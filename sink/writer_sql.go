@@ -377,10 +377,13 @@ func (k *keyedStore) candidates() string {
 		tk = append(tk, "t."+c)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "WITH k AS (SELECT DISTINCT %s FROM %s),\nc0 AS (", strings.Join(k.key, ", "), k.src.name)
+	fmt.Fprintf(&b, "WITH k AS (SELECT DISTINCT %s FROM %s),\n", strings.Join(k.key, ", "), k.src.name)
+	// The marks of staged versions, read once for the candidates and the
+	// insert.
+	fmt.Fprintf(&b, "sm AS MATERIALIZED (SELECT mm.* FROM %s s JOIN message_marks mm ON mm.hash = s.hash),\nc0 AS (", k.src.name)
 	fmt.Fprintf(&b, "\n    SELECT false AS stored, false AS live, s.hash, s.ts, %s AS is_remove, %s FROM %s s\n",
 		k.remove("s"), strings.Join(sk, ", "), k.src.name)
-	b.WriteString("    WHERE NOT EXISTS (SELECT 1 FROM message_marks mm WHERE mm.hash = s.hash)")
+	b.WriteString("    WHERE NOT EXISTS (SELECT 1 FROM sm WHERE sm.hash = s.hash)")
 	for _, l := range k.lookups {
 		for _, state := range storedCandidates {
 			fmt.Fprintf(&b, "\n    UNION ALL\n    SELECT true AS stored, t.deleted_at IS NULL AS live, t.hash, t.\"timestamp\" AS ts, %s AS is_remove, %s FROM k JOIN %s t ON %s WHERE %s",
@@ -416,7 +419,7 @@ inserted AS (
            CASE WHEN mm.hash IS NOT NULL THEN mm.deleted_at WHEN %[4]s THEN s.ts WHEN c.win = s.hash THEN NULL ELSE now() END,
            mm.pruned_at, mm.revoked_at, mm.hash IS NOT NULL
     FROM %[5]s s
-    LEFT JOIN message_marks mm ON mm.hash = s.hash
+    LEFT JOIN sm mm ON mm.hash = s.hash
     LEFT JOIN c ON c.hash = s.hash AND NOT c.stored
     ON CONFLICT (hash) DO NOTHING
     RETURNING 1
