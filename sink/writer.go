@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -379,7 +380,10 @@ func copyNew(ctx context.Context, pg *pgconn.PgConn, e *fieldEnc, o *optimist, s
 // given. (Prepared statements would keep plans made when the tables were
 // small, a fresh database or a first tiny batch, and go on seq-scanning them
 // once they are large.) JIT is off because these statements are short and
-// set-based: compiling them takes longer than running them.
+// set-based: compiling them takes longer than running them. random_page_cost
+// is that of cached or solid-state storage: the merges probe indexes with a
+// few thousand keys, and at the default (a spinning disk's) the planner
+// prefers scanning a whole table or index to probing it far sooner.
 func (w *Writer) merge(ctx context.Context, pg *pgconn.PgConn, b *rows, res *WriteResult) error {
 	stmts := w.statements(b)
 	if len(stmts) == 0 {
@@ -396,6 +400,7 @@ func (w *Writer) merge(ctx context.Context, pg *pgconn.PgConn, b *rows, res *Wri
 	}
 	batch := &pgconn.Batch{}
 	batch.ExecParams("SET LOCAL jit = off", nil, nil, nil, nil)
+	batch.ExecParams("SET LOCAL random_page_cost = 1.1", nil, nil, nil, nil)
 	for _, m := range stmts {
 		params := b.params[:0]
 		for _, s := range m.sources {
@@ -405,14 +410,25 @@ func (w *Writer) merge(ctx context.Context, pg *pgconn.PgConn, b *rows, res *Wri
 		batch.ExecParams(m.sql, params, m.oids, m.formats, nil)
 	}
 	mrr := pg.ExecBatch(ctx, batch)
-	i := -1 // the SET
+	i := -2 // the SETs
 	for mrr.NextResult() {
-		ct, err := mrr.ResultReader().Close()
+		rr := mrr.ResultReader()
+		var counted int64
+		for rr.NextRow() {
+			if i >= 0 && stmts[i].counted && len(rr.Values()) == 1 {
+				counted, _ = strconv.ParseInt(string(rr.Values()[0]), 10, 64)
+			}
+		}
+		ct, err := rr.Close()
 		if err != nil {
 			break
 		}
 		if i >= 0 {
-			res.Rows[stmts[i].table] += ct.RowsAffected()
+			if stmts[i].counted {
+				res.Rows[stmts[i].table] += counted
+			} else {
+				res.Rows[stmts[i].table] += ct.RowsAffected()
+			}
 		}
 		i++
 	}
@@ -463,11 +479,7 @@ func (w *Writer) statements(b *rows) []*mergeStmt {
 	}
 	keyed := func(t int16, n int) {
 		if n > 0 {
-			s = append(s, mergeKeyed[t][0], mergeKeyed[t][1])
-			// Only a mark can make a stored loser the winner.
-			if b.marked&(1<<t) != 0 {
-				s = append(s, mergeKeyed[t][2])
-			}
+			s = append(s, mergeKeyed[t])
 		}
 	}
 	keyed(tableReactions, len(b.reactions))

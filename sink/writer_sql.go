@@ -132,6 +132,9 @@ type mergeStmt struct {
 	sources []*source
 	oids    []uint32 // parameter types
 	formats []int16  // all binary
+	// counted says the statement returns the rows it changed as one
+	// value, rather than in its command tag.
+	counted bool
 }
 
 // newMerge prefixes body with the CTEs of srcs; body may start with its own
@@ -326,11 +329,16 @@ WHERE (t.fid, t.type) IN (SELECT fid, type FROM s_compacts)
 // version when that winner is a remove. Losers are kept, because a loser
 // becomes the winner when the versions above it are pruned or revoked.
 //
-// Each batch runs, in order: kill (the stored live versions that no longer
-// win), insert (the staged versions, the winner live) and, when the batch
-// marks rows of the table, revive (a stored version that wins again). They
-// are separate statements because the live-key unique index is checked row
-// by row: the old winner must be dead before the new one is live.
+// One statement per batch computes the candidates once and applies them in
+// order: kill (the stored live versions that no longer win), revive (a
+// stored version that wins again, after a mark on the versions above it)
+// and insert (the staged versions, the winner live). The order matters
+// because the live-key unique index is checked row by row: the old winner
+// must be dead before the new one is live. A row updated earlier in the same
+// statement no longer counts for that check, and the final SELECT reads the
+// three data-modifying CTEs one after the other (each scalar subquery runs
+// to the end when first evaluated, left to right), so each runs to
+// completion before the next starts.
 type keyedStore struct {
 	table string
 	src   *source
@@ -352,15 +360,20 @@ type keyedStore struct {
 	cols, vals string
 }
 
-// candidates returns the CTEs k and c: c has one row per candidate version
-// (staged rows, then stored ones, so a version may appear twice) with win,
-// the hash of its key's winner.
+// storedCandidates are the two states a stored candidate can be in, each
+// the predicate of one of the table's key indexes: the live-key index holds
+// the live version, <table>_dead_key_idx the deleted ones not marked.
+var storedCandidates = []string{"t.deleted_at IS NULL", "t.deleted_at IS NOT NULL AND NOT t.marked"}
+
+// candidates returns the CTEs k (the batch's keys), sm and c: c has one
+// row per candidate version (staged rows, then stored ones, so a version
+// may appear twice) with win, the hash of its key's winner.
 func (k *keyedStore) candidates() string {
-	return k.candidatesOf(fmt.Sprintf("SELECT DISTINCT %s FROM %s", strings.Join(k.key, ", "), k.src.name), true)
+	return k.candidatesOf(fmt.Sprintf("SELECT DISTINCT %s FROM %s", strings.Join(k.key, ", "), k.src.name), true) + ",\n"
 }
 
 // candidatesOf is candidates for the keys query keys selects, with or
-// without the staged rows.
+// without the staged rows (and their marks, sm).
 func (k *keyedStore) candidatesOf(keys string, staged bool) string {
 	var sk, tk []string
 	for _, c := range k.key {
@@ -368,18 +381,25 @@ func (k *keyedStore) candidatesOf(keys string, staged bool) string {
 		tk = append(tk, "t."+c)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "WITH k AS (%s),\nc0 AS (", keys)
+	fmt.Fprintf(&b, "WITH k AS (%s),\n", keys)
 	sep := "\n"
 	if staged {
+		// The marks of staged versions, read once for the candidates and
+		// the insert.
+		fmt.Fprintf(&b, "sm AS MATERIALIZED (SELECT mm.* FROM %s s JOIN message_marks mm ON mm.hash = s.hash),\nc0 AS (", k.src.name)
 		fmt.Fprintf(&b, "\n    SELECT false AS stored, false AS live, s.hash, s.ts, %s AS is_remove, %s FROM %s s\n",
 			k.remove("s"), strings.Join(sk, ", "), k.src.name)
-		b.WriteString("    WHERE NOT EXISTS (SELECT 1 FROM message_marks mm WHERE mm.hash = s.hash)")
+		b.WriteString("    WHERE NOT EXISTS (SELECT 1 FROM sm WHERE sm.hash = s.hash)")
 		sep = "\n    UNION ALL\n"
+	} else {
+		b.WriteString("c0 AS (")
 	}
 	for _, l := range k.lookups {
-		fmt.Fprintf(&b, "%s    SELECT true AS stored, t.deleted_at IS NULL AS live, t.hash, t.\"timestamp\" AS ts, %s AS is_remove, %s FROM k JOIN %s t ON %s WHERE NOT t.marked",
-			sep, k.remove("t"), strings.Join(tk, ", "), k.table, l)
-		sep = "\n    UNION ALL\n"
+		for _, state := range storedCandidates {
+			fmt.Fprintf(&b, "%s    SELECT true AS stored, t.deleted_at IS NULL AS live, t.hash, t.\"timestamp\" AS ts, %s AS is_remove, %s FROM k JOIN %s t ON %s WHERE %s",
+				sep, k.remove("t"), strings.Join(tk, ", "), k.table, l, state)
+			sep = "\n    UNION ALL\n"
+		}
 	}
 	b.WriteString("\n),\nc AS (\n    SELECT stored, live, hash, is_remove,\n")
 	fmt.Fprintf(&b, "           first_value(hash) OVER (PARTITION BY %s ORDER BY ts DESC, is_remove DESC, hash DESC) AS win\n    FROM c0 x",
@@ -387,24 +407,38 @@ func (k *keyedStore) candidatesOf(keys string, staged bool) string {
 	if k.gone != "" {
 		b.WriteString("\n    WHERE NOT (" + k.gone + ")")
 	}
-	b.WriteString("\n)\n")
+	b.WriteString("\n)")
 	return b.String()
 }
 
-func (k *keyedStore) kill() *mergeStmt {
-	return newMerge(k.table, k.candidates()+fmt.Sprintf(`UPDATE %s t SET deleted_at = now()
-FROM c WHERE c.stored AND c.live AND c.hash <> c.win AND t.hash = c.hash`, k.table), k.src)
-}
-
-func (k *keyedStore) insert() *mergeStmt {
-	return newMerge(k.table, k.candidates()+fmt.Sprintf(`INSERT INTO %s (%s, deleted_at, pruned_at, revoked_at, marked)
-SELECT %s,
-       CASE WHEN mm.hash IS NOT NULL THEN mm.deleted_at WHEN %s THEN s.ts WHEN c.win = s.hash THEN NULL ELSE now() END,
-       mm.pruned_at, mm.revoked_at, mm.hash IS NOT NULL
-FROM %s s
-LEFT JOIN message_marks mm ON mm.hash = s.hash
-LEFT JOIN c ON c.hash = s.hash AND NOT c.stored
-ON CONFLICT (hash) DO NOTHING`, k.table, k.cols, k.vals, k.remove("s"), k.src.name), k.src)
+// merge returns the store's statement, which reports in one row the
+// versions it killed, revived and inserted.
+func (k *keyedStore) merge() *mergeStmt {
+	m := newMerge(k.table, k.candidates()+fmt.Sprintf(`killed AS (
+    UPDATE %[1]s t SET deleted_at = now()
+    FROM c WHERE c.stored AND c.live AND c.hash <> c.win AND t.hash = c.hash
+    RETURNING 1
+),
+revived AS (
+    UPDATE %[1]s t SET deleted_at = NULL
+    FROM c WHERE c.stored AND NOT c.live AND c.hash = c.win AND NOT c.is_remove AND t.hash = c.hash
+    RETURNING 1
+),
+inserted AS (
+    INSERT INTO %[1]s (%[2]s, deleted_at, pruned_at, revoked_at, marked)
+    SELECT %[3]s,
+           CASE WHEN mm.hash IS NOT NULL THEN mm.deleted_at WHEN %[4]s THEN s.ts WHEN c.win = s.hash THEN NULL ELSE now() END,
+           mm.pruned_at, mm.revoked_at, mm.hash IS NOT NULL
+    FROM %[5]s s
+    LEFT JOIN sm mm ON mm.hash = s.hash
+    LEFT JOIN c ON c.hash = s.hash AND NOT c.stored
+    ON CONFLICT (hash) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM killed) + (SELECT count(*) FROM revived) + (SELECT count(*) FROM inserted)`,
+		k.table, k.cols, k.vals, k.remove("s"), k.src.name), k.src)
+	m.counted = true
+	return m
 }
 
 // compactKeys selects the link keys of the (fid, type) pairs the batch
@@ -420,22 +454,13 @@ func (k *keyedStore) recompute(keys string, srcs ...*source) [2]*mergeStmt {
 	for _, c := range k.key {
 		match = append(match, fmt.Sprintf("t.%s = k.%s", c, c))
 	}
-	cands := k.candidatesOf(keys, false)
+	cands := k.candidatesOf(keys, false) + "\n"
 	kill := newMerge(k.table, cands+fmt.Sprintf(`UPDATE %s t SET deleted_at = now()
 FROM k WHERE %s AND t.deleted_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM c WHERE c.hash = t.hash AND c.win = t.hash AND NOT c.is_remove)`, k.table, strings.Join(match, " AND ")), srcs...)
 	revive := newMerge(k.table, cands+fmt.Sprintf(`UPDATE %s t SET deleted_at = NULL
 FROM c WHERE c.stored AND NOT c.live AND c.hash = c.win AND NOT c.is_remove AND t.hash = c.hash`, k.table), srcs...)
 	return [2]*mergeStmt{kill, revive}
-}
-
-// revive looks only at the keys of versions the batch marks, since only a
-// mark on a key's winner makes another version win, and only at stored
-// versions, which by now include the staged ones.
-func (k *keyedStore) revive() *mergeStmt {
-	keys := fmt.Sprintf("SELECT DISTINCT %s FROM %s WHERE hash IN (SELECT hash FROM %s)", strings.Join(k.key, ", "), k.src.name, srcMarks.name)
-	return newMerge(k.table, k.candidatesOf(keys, false)+fmt.Sprintf(`UPDATE %s t SET deleted_at = NULL
-FROM c WHERE c.stored AND NOT c.live AND c.hash = c.win AND NOT c.is_remove AND t.hash = c.hash`, k.table), k.src, srcMarks)
 }
 
 func isRemove(x string) string { return x + ".is_remove" }
@@ -550,12 +575,11 @@ var (
 	mergeProofsKill     = newMerge("username_proofs", sqlProofsKill, srcProofs)
 	mergeProofsRevive   = newMerge("username_proofs", sqlProofsRevive, srcProofs)
 	mergeLends          = newMerge("lend_storage", sqlLends, srcLends)
-	// mergeKeyed[t] are the kill, insert and revive statements of keyed
-	// store table t.
-	mergeKeyed = func() (m [len(storeTables)][3]*mergeStmt) {
+	// mergeKeyed[t] is the statement of keyed store table t.
+	mergeKeyed = func() (m [len(storeTables)]*mergeStmt) {
 		for t, k := range map[int16]*keyedStore{tableReactions: keyedReactions, tableLinks: keyedLinks,
 			tableVerifications: keyedVerifications, tableUserData: keyedUserData} {
-			m[t] = [3]*mergeStmt{k.kill(), k.insert(), k.revive()}
+			m[t] = k.merge()
 		}
 		return m
 	}()
@@ -568,7 +592,7 @@ var (
 				continue
 			}
 			set, cond := "", ""
-			if mergeKeyed[t][0] != nil {
+			if mergeKeyed[t] != nil {
 				set, cond = ", marked = true", " OR NOT t.marked"
 			}
 			m[t] = newMerge(name, fmt.Sprintf(sqlApplyMarks, name, set, fmt.Sprintf("tbl = %d", t), cond), srcMarks)

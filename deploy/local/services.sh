@@ -447,7 +447,10 @@ jaeger_pid() { pid_is "$JAEGER_PIDFILE" jaeger; }
 # go-installed, and its dependencies must stay out of the project's go.mod.
 jaeger_build() {
 	need_go
-	local dir=$CACHE/jaeger-build have start=$SECONDS
+	# One build module per version: go get never downgrades what an earlier
+	# version's build required, and a newer collector than the one Jaeger
+	# was released with builds but does not start.
+	local dir=$CACHE/jaeger-build/$JAEGER_VERSION have start=$SECONDS
 	mkdir -p "$dir" "$CACHE/bin"
 	lock jaeger-build
 	have=$(module_version "$JAEGER_BIN" github.com/jaegertracing/jaeger) || true
