@@ -2,7 +2,9 @@ package devnet_test
 
 import (
 	"context"
+	"fmt"
 	"runtime"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -153,4 +155,63 @@ func BenchmarkGenerate(b *testing.B) {
 	b.ReportMetric(float64(n*b.N)/elapsed.Seconds(), "events/s")
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "heap-bytes/event")
 	runtime.KeepAlive(keep)
+}
+
+// BenchmarkLoad measures how fast one account's history of n casts goes
+// into the simulator, from unsigned data to merged and cut into blocks:
+// "submit" signs on every core and submits the signed messages, which
+// Submit verifies again; "load" hands the data to Load, which signs on
+// every core and skips that verification.
+func BenchmarkLoad(b *testing.B) {
+	const n, chunk = 40000, 20000
+	data := make([]*pb.MessageData, n)
+	for i := range data {
+		data[i] = &pb.MessageData{Type: pb.MessageType_MESSAGE_TYPE_CAST_ADD, Fid: 1, Timestamp: t0 + uint32(i),
+			Network: pb.FarcasterNetwork_FARCASTER_NETWORK_DEVNET,
+			Body:    &pb.MessageData_CastAddBody{CastAddBody: &pb.CastAddBody{Text: fmt.Sprintf("cast %d of a very active account", i)}}}
+	}
+	signer := devnet.NewSigner(1)
+	for _, tc := range []struct {
+		name string
+		load func(*devnet.Sim, []*pb.MessageData) error
+	}{
+		{"submit", func(sim *devnet.Sim, data []*pb.MessageData) error {
+			msgs := make([]*pb.Message, len(data))
+			var wg sync.WaitGroup
+			workers := runtime.GOMAXPROCS(0)
+			for w := range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := w; i < len(data); i += workers {
+						msgs[i], _ = signer.Sign(data[i])
+					}
+				}()
+			}
+			wg.Wait()
+			return sim.Submit(msgs...)
+		}},
+		{"load", func(sim *devnet.Sim, data []*pb.MessageData) error { return sim.Load(signer, data...) }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			var elapsed time.Duration
+			for range b.N {
+				sim, err := devnet.New(devnet.Options{Limits: devnet.Limits{Casts: n}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := sim.Register(1, signer, 1); err != nil {
+					b.Fatal(err)
+				}
+				start := time.Now()
+				for lo := 0; lo < n; lo += chunk {
+					if err := tc.load(sim, data[lo:lo+chunk]); err != nil {
+						b.Fatal(err)
+					}
+				}
+				elapsed += time.Since(start)
+			}
+			b.ReportMetric(float64(n*b.N)/elapsed.Seconds(), "msgs/s")
+		})
+	}
 }

@@ -3,6 +3,8 @@ package devnet_test
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"slices"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -180,5 +182,76 @@ func TestFidsAndOnChainReads(t *testing.T) {
 	}
 	if err := sim.SubmitOnChainEvents(sim.State().OnChainEvents[pb.OnChainEventType_EVENT_TYPE_ID_REGISTER][3][0]); mergeCode(err) != "bad_request.duplicate" {
 		t.Errorf("resubmitting an on-chain event: %v", err)
+	}
+}
+
+// TestFilteredPagination pages through a store whose adds and removes
+// interleave, with filters that skip some of them, in both directions:
+// every kept message comes exactly once, in order, and the pages are full
+// until the last.
+func TestFilteredPagination(t *testing.T) {
+	t.Parallel()
+	sim, c := dial(t, devnet.Options{})
+	s := devnet.NewSigner(1)
+	var adds, stored []*pb.Message // stored: the store's content, ascending
+	for i := range 30 {
+		cast := s.CastAdd(fidA, t0+uint32(2*i), fmt.Sprint("cast ", i))
+		submit(t, sim, cast)
+		if i%3 == 0 {
+			// The remove takes the add's place, between the later adds.
+			rm := s.CastRemove(fidA, t0+uint32(2*i+1), cast.Hash)
+			submit(t, sim, rm)
+			stored = append(stored, rm)
+			continue
+		}
+		adds = append(adds, cast)
+		stored = append(stored, cast)
+	}
+	ctx := context.Background()
+	type page func(token []byte, reverse bool) (*pb.MessagesResponse, error)
+	for _, tc := range []struct {
+		name string
+		want []*pb.Message
+		page page
+	}{
+		{"adds only", adds, func(token []byte, reverse bool) (*pb.MessagesResponse, error) {
+			return c.GetCastsByFid(ctx, &pb.FidRequest{Fid: fidA, PageSize: u32(4), PageToken: token, Reverse: &reverse})
+		}},
+		{"time range", stored[5:25], func(token []byte, reverse bool) (*pb.MessagesResponse, error) {
+			return c.GetAllCastMessagesByFid(ctx, &pb.FidTimestampRequest{Fid: fidA, PageSize: u32(4), PageToken: token, Reverse: &reverse,
+				StartTimestamp: u64(uint64(stored[5].Data.Timestamp)), StopTimestamp: u64(uint64(stored[24].Data.Timestamp))})
+		}},
+	} {
+		for _, reverse := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s reverse=%v", tc.name, reverse), func(t *testing.T) {
+				want := append([]*pb.Message(nil), tc.want...)
+				if reverse {
+					slices.Reverse(want)
+				}
+				var got []*pb.Message
+				var token []byte
+				for {
+					resp, err := tc.page(token, reverse)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(resp.NextPageToken) > 0 && len(resp.Messages) != 4 {
+						t.Fatalf("page %d has %d messages and a token", len(got)/4, len(resp.Messages))
+					}
+					got = append(got, resp.Messages...)
+					if token = resp.NextPageToken; len(token) == 0 || len(got) > len(want) {
+						break
+					}
+				}
+				if len(got) != len(want) {
+					t.Fatalf("got %d messages, want %d", len(got), len(want))
+				}
+				for i := range want {
+					if !bytes.Equal(got[i].Hash, want[i].Hash) {
+						t.Errorf("message %d is %s, want %s", i, hexOf(got[i]), hexOf(want[i]))
+					}
+				}
+			})
+		}
 	}
 }

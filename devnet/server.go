@@ -401,9 +401,11 @@ func (h *hubServer) pageSize(p *uint32) int {
 	return min(int(*p), h.s.opts.Serving.MaxPageSize)
 }
 
-// page selects one page of entries (already filtered, in ascending
-// order) and decodes it.
-func (h *hubServer) page(entries []*entry, size *uint32, token []byte, reverse *bool) (*pb.MessagesResponse, error) {
+// page selects one page of the entries keep returns true for (entries in
+// ascending order) and decodes it. It seeks to the page token and reads
+// only as far as the page goes, so paging through a store of n messages
+// costs O(n) in all rather than O(n) a page.
+func (h *hubServer) page(entries []*entry, keep func(*entry) bool, size *uint32, token []byte, reverse *bool) (*pb.MessagesResponse, error) {
 	rev := reverse != nil && *reverse
 	if len(token) > 0 {
 		if len(token) != 25 || token[0] != tokenMessages {
@@ -420,21 +422,18 @@ func (h *hubServer) page(entries []*entry, size *uint32, token []byte, reverse *
 		}
 	}
 	n := h.pageSize(size)
-	resp := &pb.MessagesResponse{}
-	full := len(entries) >= n
-	if full {
-		if rev {
-			entries = entries[len(entries)-n:]
-		} else {
-			entries = entries[:n]
-		}
-	}
-	resp.Messages = make([]*pb.Message, 0, len(entries))
+	resp := &pb.MessagesResponse{Messages: make([]*pb.Message, 0, min(n, len(entries)))}
 	var last *entry
 	for i := range entries {
+		if len(resp.Messages) == n {
+			break
+		}
 		e := entries[i]
 		if rev {
 			e = entries[len(entries)-1-i]
+		}
+		if !keep(e) {
+			continue
 		}
 		last = e
 		m := new(pb.Message)
@@ -443,7 +442,7 @@ func (h *hubServer) page(entries []*entry, size *uint32, token []byte, reverse *
 		}
 		resp.Messages = append(resp.Messages, m)
 	}
-	if full && last != nil {
+	if len(resp.Messages) == n && last != nil {
 		t := binary.BigEndian.AppendUint32([]byte{tokenMessages}, last.ts)
 		resp.NextPageToken = append(t, last.hash[:]...)
 	}
@@ -458,13 +457,9 @@ func (h *hubServer) listFid(fid uint64, k kind, keep func(*entry) bool, size *ui
 	defer s.mu.RUnlock()
 	var entries []*entry
 	if f := s.fids[fid]; f != nil {
-		for _, e := range f.stores[k].sorted {
-			if keep(e) {
-				entries = append(entries, e)
-			}
-		}
+		entries = f.stores[k].sorted
 	}
-	return h.page(entries, size, token, reverse)
+	return h.page(entries, keep, size, token, reverse)
 }
 
 func adds(e *entry) bool { return !e.remove }
@@ -540,7 +535,7 @@ func (h *hubServer) GetLinkCompactStateMessageByFid(_ context.Context, req *pb.F
 		}
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].less(entries[j]) })
-	return h.page(entries, req.PageSize, req.PageToken, req.Reverse)
+	return h.page(entries, all, req.PageSize, req.PageToken, req.Reverse)
 }
 
 func (h *hubServer) GetAllCastMessagesByFid(_ context.Context, req *pb.FidTimestampRequest) (*pb.MessagesResponse, error) {

@@ -4,8 +4,6 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
-	"runtime"
-	"sync"
 
 	"google.golang.org/protobuf/proto"
 
@@ -204,24 +202,8 @@ func signActions(plan []action) {
 			todo = append(todo, &plan[i])
 		}
 	}
-	sign := func(as []*action) {
-		for _, a := range as {
-			a.msg.Signature = ed25519.Sign(a.signer.key, a.msg.Hash)
-		}
-	}
-	workers := runtime.GOMAXPROCS(0)
-	if len(todo) < 64 || workers == 1 {
-		sign(todo)
-		return
-	}
-	var wg sync.WaitGroup
-	per := (len(todo) + workers - 1) / workers
-	for i := 0; i < len(todo); i += per {
-		wg.Add(1)
-		go func(as []*action) {
-			defer wg.Done()
-			sign(as)
-		}(todo[i:min(i+per, len(todo))])
-	}
-	wg.Wait()
+	parallel(len(todo), func(i int) {
+		a := todo[i]
+		a.msg.Signature = ed25519.Sign(a.signer.key, a.msg.Hash)
+	})
 }

@@ -645,37 +645,52 @@ func (s *Sim) flushLocked() bool {
 //
 // With no BlockInterval the events are in the stream when Submit returns.
 func (s *Sim) Submit(msgs ...*pb.Message) error {
+	ready := make([]prepared, len(msgs))
+	parallel(len(msgs), func(i int) { ready[i] = s.prepare(i, msgs[i], message.CheckFull) })
+	return s.mergePrepared(ready)
+}
+
+// prepared is a message checked and encoded for merging, or why not.
+type prepared struct {
+	raw  []byte
+	hash [20]byte
+	data *pb.MessageData
+	err  error
+}
+
+// prepare validates message i of a submission under mode and encodes it.
+// It takes no lock, so submissions are checked on every core.
+func (s *Sim) prepare(i int, m *pb.Message, mode message.Mode) prepared {
+	if err := message.Validate(m, mode, s.opts.Network); err != nil {
+		return prepared{err: fmt.Errorf("devnet: message %d: %w", i, err)}
+	}
+	d := m.Data
+	if m.DataBytes != nil {
+		d = new(pb.MessageData)
+		if err := proto.Unmarshal(m.DataBytes, d); err != nil {
+			return prepared{err: fmt.Errorf("devnet: message %d: decode data_bytes: %w", i, err)}
+		}
+	}
+	raw, err := deterministic.Marshal(m)
+	if err != nil {
+		return prepared{err: fmt.Errorf("devnet: message %d: encode: %w", i, err)}
+	}
+	p := prepared{raw: raw, data: d}
+	copy(p.hash[:], m.Hash)
+	return p
+}
+
+// mergePrepared merges the prepared messages in order under one lock and
+// cuts their block when there is no block interval. The error joins, in
+// order, why each message that was not merged was refused.
+func (s *Sim) mergePrepared(ready []prepared) error {
 	var errs []error
-	type prepared struct {
-		raw  []byte
-		hash [20]byte
-		data *pb.MessageData
-	}
-	ready := make([]prepared, 0, len(msgs))
-	for i, m := range msgs {
-		if err := message.Validate(m, message.CheckFull, s.opts.Network); err != nil {
-			errs = append(errs, fmt.Errorf("devnet: message %d: %w", i, err))
-			continue
-		}
-		d := m.Data
-		if m.DataBytes != nil {
-			d = new(pb.MessageData)
-			if err := proto.Unmarshal(m.DataBytes, d); err != nil {
-				errs = append(errs, fmt.Errorf("devnet: message %d: decode data_bytes: %w", i, err))
-				continue
-			}
-		}
-		raw, err := deterministic.Marshal(m)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("devnet: message %d: encode: %w", i, err))
-			continue
-		}
-		p := prepared{raw: raw, data: d}
-		copy(p.hash[:], m.Hash)
-		ready = append(ready, p)
-	}
 	s.mu.Lock()
 	for _, p := range ready {
+		if p.err != nil {
+			errs = append(errs, p.err)
+			continue
+		}
 		if err := s.mergeLocked(p.raw, p.hash, p.data); err != nil {
 			errs = append(errs, err)
 		}
