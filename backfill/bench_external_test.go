@@ -2,7 +2,7 @@ package backfill_test
 
 import (
 	"context"
-	"strconv"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -12,22 +12,29 @@ import (
 	"github.com/waypointhq/waypoint/backfill"
 	"github.com/waypointhq/waypoint/devnet"
 	"github.com/waypointhq/waypoint/internal/testsupport"
+	"github.com/waypointhq/waypoint/message"
 	"github.com/waypointhq/waypoint/migrations"
 	pb "github.com/waypointhq/waypoint/proto"
 	"github.com/waypointhq/waypoint/sink"
 )
 
 // BenchmarkBackfillSimulatorToPostgres measures messages per second from
-// the simulator over gRPC, through full validation and the sink's writer,
-// into a fresh Postgres database, with 50 and 100 FIDs in flight. The
+// the simulator over gRPC, through validation and the sink's writer, into a
+// fresh Postgres database, with 50 and 100 FIDs in flight at the default
+// validation (hash), and at 100 with full validation (Ed25519 on every
+// message). The
 // ceiling is the sink's writer alone writing the same events into another
 // fresh database in batches of the worker's WriteBatch, in the same run;
 // the ratio says how much of the writer's capacity the backfill uses.
 func BenchmarkBackfillSimulatorToPostgres(b *testing.B) {
 	const fids = 300
-	p := newPipeline(b, devnet.Options{Seed: 3, FIDs: fids, Preload: 40000})
-	for _, conc := range []int{50, 100} {
-		b.Run("concurrency="+strconv.Itoa(conc), func(b *testing.B) {
+	p := newPipeline(b, devnet.Options{Seed: 3, FIDs: fids, Preload: 120000})
+	for _, c := range []struct {
+		validation message.Mode
+		conc       int
+	}{{message.CheckHash, 50}, {message.CheckHash, 100}, {message.CheckFull, 100}} {
+		b.Run(fmt.Sprintf("validate=%s/concurrency=%d", c.validation, c.conc), func(b *testing.B) {
+			p.validation = c.validation
 			var msgs, events, ceilingEvents int64
 			var elapsed, ceilingTook time.Duration
 			for range b.N {
@@ -60,7 +67,7 @@ func BenchmarkBackfillSimulatorToPostgres(b *testing.B) {
 				}
 				b.StartTimer()
 				start := time.Now()
-				ws := p.run(b, 1, conc, nil)
+				ws := p.run(b, 1, c.conc, nil)
 				elapsed += time.Since(start)
 				b.StopTimer()
 				msgs += ws[0].Stats().Messages

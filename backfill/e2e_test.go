@@ -28,6 +28,9 @@ type pipeline struct {
 	queue  *backfill.Queue
 	redis  *testsupport.Redis
 	truth  *devnet.State
+	// validation is the workers' check; CheckFull when unset, the
+	// strictest, which the correctness tests want.
+	validation message.Mode
 }
 
 func newPipeline(t testing.TB, opts devnet.Options) *pipeline {
@@ -77,9 +80,13 @@ func (p *pipeline) run(t testing.TB, workers, concurrency int, deadLetters *[]ba
 	var mu sync.Mutex
 	ws := make([]*backfill.Worker, workers)
 	var wg sync.WaitGroup
+	validation := p.validation
+	if validation == message.CheckNone {
+		validation = message.CheckFull
+	}
 	for i := range ws {
 		ws[i] = backfill.NewWorker(p.queue, p.hub.Raw(), p.writer, backfill.WorkerOptions{
-			Concurrency: concurrency, Validation: message.CheckFull, Network: p.sim.Network(),
+			Concurrency: concurrency, Validation: validation, Network: p.sim.Network(),
 			MaxRate: 1e6, InitialRate: 1e6, Logger: quiet(),
 			DeadLetter: func(_ context.Context, d backfill.DeadLetter) {
 				mu.Lock()
