@@ -11,6 +11,7 @@ import (
 
 	"github.com/waypointhq/waypoint/message"
 	pb "github.com/waypointhq/waypoint/proto"
+	"github.com/waypointhq/waypoint/sink"
 )
 
 // Store is the Postgres side of reconciliation: per compared data type,
@@ -94,11 +95,34 @@ func (s pgStore) MarkDeleted(ctx context.Context, t DataType, fid uint64, keys [
 	if !ok {
 		return 0, fmt.Errorf("mark deleted: data type %q is not compared", t)
 	}
-	tag, err := s.db.Exec(ctx, "UPDATE "+ct.table+" SET "+ct.set+" WHERE fid = $1 AND "+ct.key+" = ANY($2) AND deleted_at IS NULL", int64(fid), keys)
-	if err != nil {
-		return 0, fmt.Errorf("mark %d rows of fid %d deleted in %s: %w", len(keys), fid, ct.table, err)
+	mark := func(db DB) (int64, error) {
+		tag, err := db.Exec(ctx, "UPDATE "+ct.table+" SET "+ct.set+" WHERE fid = $1 AND "+ct.key+" = ANY($2) AND deleted_at IS NULL", int64(fid), keys)
+		if err != nil {
+			return 0, fmt.Errorf("mark %d rows of fid %d deleted in %s: %w", len(keys), fid, ct.table, err)
+		}
+		if ct.set == setDeletedMarked && tag.RowsAffected() > 0 {
+			// The version the hub has in a marked row's place may have
+			// been written, and lost to it, before the mark.
+			if err := sink.ReviveWinners(ctx, db, ct.table, fid); err != nil {
+				return 0, err
+			}
+		}
+		return tag.RowsAffected(), nil
 	}
-	return tag.RowsAffected(), nil
+	b, ok := s.db.(interface {
+		Begin(context.Context) (pgx.Tx, error)
+	})
+	if !ok {
+		return mark(s.db)
+	}
+	// One transaction, so that a failed revival leaves the rows live and a
+	// retry marks them, and revives, again.
+	var n int64
+	err := pgx.BeginFunc(ctx, b, func(tx pgx.Tx) (err error) {
+		n, err = mark(tx)
+		return err
+	})
+	return n, err
 }
 
 // ReconcileResult is what reconciling one FID changed.

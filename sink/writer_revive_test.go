@@ -43,18 +43,7 @@ func TestWriterRevokedWinnerRevivesLoser(t *testing.T) {
 			fid++
 			name := fmt.Sprintf("%v/%s", order, batching)
 			t.Run(name, func(t *testing.T) {
-				// W must beat R on the tie: find a pair whose hashes order so.
-				var win, lose *pb.Message
-				for i := 0; win == nil; i++ {
-					a := userData(t, fid, 13, pb.UserDataType_USER_DATA_TYPE_USERNAME, fmt.Sprintf("w%d", i))
-					b := userData(t, fid, 13, pb.UserDataType_USER_DATA_TYPE_USERNAME, fmt.Sprintf("r%d", i))
-					switch bytes.Compare(a.Hash, b.Hash) {
-					case 1:
-						win, lose = a, b
-					case -1:
-						win, lose = b, a
-					}
-				}
+				win, lose := tiedUsernames(t, fid)
 				history := []*pb.HubEvent{merge(win), revoke(win), merge(lose)}
 				var evs []*pb.HubEvent
 				for _, i := range order {

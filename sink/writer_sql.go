@@ -1,8 +1,11 @@
 package sink
 
 import (
+	"context"
 	"fmt"
 	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	pb "github.com/waypointhq/waypoint/proto"
 )
@@ -150,6 +153,10 @@ func newMerge(table, body string, srcs ...*source) *mergeStmt {
 		}
 	}
 	body = strings.TrimSpace(body)
+	if len(ctes) == 0 {
+		m.sql = body
+		return m
+	}
 	with := "WITH "
 	if rest, ok := strings.CutPrefix(body, "WITH RECURSIVE "); ok {
 		with, body = "WITH RECURSIVE ", ", "+rest
@@ -523,22 +530,34 @@ FROM s_proofs ORDER BY username, ts, signature, is_deletion DESC, fid DESC
 ON CONFLICT (username, "timestamp", signature) DO UPDATE SET marked = true, deleted_at = coalesce(t.deleted_at, now())
 WHERE excluded.marked AND NOT t.marked`
 
-const sqlProofCandidates = `
+// proofCandidates ranks the unmarked versions of the names the query
+// names selects.
+func proofCandidates(names string) string {
+	return fmt.Sprintf(`
 WITH c AS (
     SELECT t.username, t."timestamp", t.signature, t.is_deletion, t.deleted_at IS NULL AS live,
            row_number() OVER (PARTITION BY t.username ORDER BY t."timestamp" DESC, t.is_deletion DESC, t.signature DESC, t.fid DESC) AS rn
     FROM username_proofs t
-    WHERE t.username IN (SELECT username FROM s_proofs) AND NOT t.marked
+    WHERE t.username IN (%s) AND NOT t.marked
 )
-`
+`, names)
+}
 
-const sqlProofsKill = sqlProofCandidates + `UPDATE username_proofs t SET deleted_at = now()
+// proofsKill and proofsRevive are sqlProofs' followers for the names the
+// query names selects.
+func proofsKill(names string) string {
+	return proofCandidates(names) + `UPDATE username_proofs t SET deleted_at = now()
 FROM c WHERE c.live AND c.rn > 1
   AND t.username = c.username AND t."timestamp" = c."timestamp" AND t.signature = c.signature`
+}
 
-const sqlProofsRevive = sqlProofCandidates + `UPDATE username_proofs t SET deleted_at = NULL
+func proofsRevive(names string) string {
+	return proofCandidates(names) + `UPDATE username_proofs t SET deleted_at = NULL
 FROM c WHERE NOT c.live AND c.rn = 1 AND NOT c.is_deletion
   AND t.username = c.username AND t."timestamp" = c."timestamp" AND t.signature = c.signature`
+}
+
+const stagedProofNames = "SELECT username FROM s_proofs"
 
 const sqlLends = `
 INSERT INTO lend_storage (hash, fid, to_fid, num_units, unit_type, "timestamp", deleted_at, pruned_at, revoked_at)
@@ -572,8 +591,8 @@ var (
 	mergeCompactLinks   = keyedLinks.recompute(compactKeys, srcCompacts)
 	mergeCompactSupsede = newMerge("link_compact_states", sqlCompactSupersede, srcCompacts)
 	mergeProofs         = newMerge("username_proofs", sqlProofs, srcProofs)
-	mergeProofsKill     = newMerge("username_proofs", sqlProofsKill, srcProofs)
-	mergeProofsRevive   = newMerge("username_proofs", sqlProofsRevive, srcProofs)
+	mergeProofsKill     = newMerge("username_proofs", proofsKill(stagedProofNames), srcProofs)
+	mergeProofsRevive   = newMerge("username_proofs", proofsRevive(stagedProofNames), srcProofs)
 	mergeLends          = newMerge("lend_storage", sqlLends, srcLends)
 	// mergeKeyed[t] is the statement of keyed store table t.
 	mergeKeyed = func() (m [len(storeTables)]*mergeStmt) {
@@ -666,3 +685,39 @@ ON CONFLICT (fid) DO UPDATE SET
     tier = excluded.tier, tier_expires_at = excluded.tier_expires_at, updated_at = excluded.updated_at
 WHERE (f.registered_at, f.custody_address, f.recovery_address, f.storage_units, f.tier, f.tier_expires_at)
       IS DISTINCT FROM (excluded.registered_at, excluded.custody_address, excluded.recovery_address, excluded.storage_units, excluded.tier, excluded.tier_expires_at)`
+
+// fidWinners are, per table that keeps every version of a key, the
+// statements that make a fid's live versions its keys' winners again, $1
+// being the fid.
+var fidWinners = func() map[string][]string {
+	m := map[string][]string{}
+	for _, k := range []*keyedStore{keyedReactions, keyedLinks, keyedVerifications, keyedUserData} {
+		for _, st := range k.recompute(fmt.Sprintf("SELECT DISTINCT %s FROM %s WHERE fid = $1", strings.Join(k.key, ", "), k.table)) {
+			m[k.table] = append(m[k.table], st.sql)
+		}
+	}
+	names := "SELECT username FROM username_proofs WHERE fid = $1"
+	m["username_proofs"] = []string{proofsKill(names), proofsRevive(names)}
+	return m
+}()
+
+// Execer runs a statement; *pgxpool.Pool, *pgx.Conn and pgx.Tx are ones.
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// ReviveWinners makes the live versions of fid's keys in table (reactions,
+// links, verifications, user_data or username_proofs; other tables keep no
+// versions and are left alone) the winners among the unmarked versions.
+// The writer does this for the keys a batch touches; a mark set outside it,
+// as a reconciliation marks rows the node no longer has, must be followed
+// by this, or the version the node has in their place stays deleted: one
+// that lost to the marked row, written before the mark, is never revived.
+func ReviveWinners(ctx context.Context, db Execer, table string, fid uint64) error {
+	for _, sql := range fidWinners[table] {
+		if _, err := db.Exec(ctx, sql, int64(fid)); err != nil {
+			return fmt.Errorf("revive winners of fid %d in %s: %w", fid, table, err)
+		}
+	}
+	return nil
+}

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -460,10 +462,8 @@ func (b *board) print(w io.Writer) {
 			rec = "never (gave up after " + rec + ")"
 		}
 		var cl []string
-		for _, k := range []string{knownUsername, knownCompactTie, unexplainedClass} {
-			if r.classes[k] > 0 {
-				cl = append(cl, fmt.Sprintf("%s=%d", k, r.classes[k]))
-			}
+		for _, k := range slices.Sorted(maps.Keys(r.classes)) {
+			cl = append(cl, fmt.Sprintf("%s=%d", k, r.classes[k]))
 		}
 		fmt.Fprintf(w, "%-44s %7s %9d %10d  %-30s %s\n", r.scenario, r.events, r.compared, r.mismatches, strings.Join(cl, " "), rec)
 	}
