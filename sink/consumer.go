@@ -330,7 +330,15 @@ func (r *replica) consume(ctx context.Context, p int) {
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
 		fopts := []jetstream.FetchOpt{jetstream.FetchMaxWait(o.BatchTimeout), jetstream.FetchPriorityGroup(o.Group)}
-		n := o.BatchSize
+		// One more than MaxAckPending: the server can never fill the
+		// request by count, so it ends by expiry (or by bytes). A
+		// replicated consumer sends a request's "409 Batch Completed"
+		// status before the deliveries still waiting on replication, and
+		// the fetch, which stops at that status, would drop them; after a
+		// leader change the redelivered batch fills the request exactly
+		// every time, so the partition would stall for good. Expiry
+		// statuses wait for those deliveries.
+		n := o.BatchSize + 1
 		if backoff < 0 {
 			// The next message alone exceeds MaxBatchBytes.
 			n, backoff = 1, 50*time.Millisecond

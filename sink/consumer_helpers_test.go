@@ -183,13 +183,11 @@ func waitDrained(t testing.TB, b *bus.Bus, group string, timeout time.Duration) 
 		done := true
 		var last string
 		for p := range b.Partitions() {
-			c, err := b.Stream().Consumer(context.Background(), bus.ConsumerName(group, p))
+			// A cluster electing leaders answers with errors for a while.
+			info, err := consumerInfo(b, bus.ConsumerName(group, p))
 			if err != nil {
-				t.Fatalf("consumer: %v", err)
-			}
-			info, err := c.Info(context.Background())
-			if err != nil {
-				t.Fatalf("consumer info: %v", err)
+				done, last = false, fmt.Sprintf("partition %d: %v", p, err)
+				break
 			}
 			if info.NumPending > 0 || info.NumAckPending > 0 {
 				done = false
@@ -205,6 +203,16 @@ func waitDrained(t testing.TB, b *bus.Bus, group string, timeout time.Duration) 
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func consumerInfo(b *bus.Bus, name string) (*jetstream.ConsumerInfo, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := b.Stream().Consumer(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return c.Info(ctx)
 }
 
 func checkLive(t testing.TB, pool *pgxpool.Pool, w *workload) {

@@ -13,7 +13,11 @@ package sink
 // MaxAckPending equals BatchSize and a replica holds at most one batch per
 // partition, so while a batch is unacknowledged nobody, pinned or not, is
 // given later messages of that partition: after a replica dies, its batch
-// is redelivered (after AckWait) before anything newer. Both together make
+// is redelivered (after AckWait) before anything newer. Pulls ask for one
+// message more than MaxAckPending, so the server always ends them by expiry
+// (or bytes), never by count: on a replicated consumer the count-filled
+// status overtakes deliveries still waiting for replication, which the
+// client then drops. Both together make
 // processing per partition exclusive and in order, even while replicas
 // disagree about who owns what.
 //
