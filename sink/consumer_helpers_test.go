@@ -254,16 +254,19 @@ func (o *observer) checkOrder(t testing.TB) (replicasPerPartition map[int]map[st
 	last := map[int]uint64{}
 	replicasPerPartition = map[int]map[string]bool{}
 	for _, b := range o.batches {
-		if replicasPerPartition[b.Partition] == nil {
-			replicasPerPartition[b.Partition] = map[string]bool{}
-		}
-		replicasPerPartition[b.Partition][b.Replica] = true
-		for _, s := range b.Seqs {
-			if s <= last[b.Partition] {
-				t.Errorf("partition %d: sequence %d processed by %s after %d", b.Partition, s, b.Replica, last[b.Partition])
-				return
+		for _, part := range b.Partitions {
+			p := part.Partition
+			if replicasPerPartition[p] == nil {
+				replicasPerPartition[p] = map[string]bool{}
 			}
-			last[b.Partition] = s
+			replicasPerPartition[p][b.Replica] = true
+			for _, s := range part.Seqs {
+				if s <= last[p] {
+					t.Errorf("partition %d: sequence %d processed by %s after %d", p, s, b.Replica, last[p])
+					return
+				}
+				last[p] = s
+			}
 		}
 	}
 	return replicasPerPartition
