@@ -371,6 +371,7 @@ func (r *replica) consume(ctx context.Context, p int) {
 	}()
 	var msgs []jetstream.Msg
 	backoff := 50 * time.Millisecond
+	single := false
 	for ctx.Err() == nil {
 		fopts := []jetstream.FetchOpt{jetstream.FetchMaxWait(o.BatchTimeout), jetstream.FetchPriorityGroup(o.Group)}
 		// One more than MaxAckPending: the server can never fill the
@@ -382,11 +383,14 @@ func (r *replica) consume(ctx context.Context, p int) {
 		// every time, so the partition would stall for good. Expiry
 		// statuses wait for those deliveries.
 		n := o.BatchSize + 1
-		if backoff < 0 {
-			// The next message alone exceeds MaxBatchBytes.
-			n, backoff = 1, 50*time.Millisecond
+		if single {
+			// The last pull came back empty, which is also how a pull
+			// whose byte limit is below the next message's size ends (the
+			// client hides that status): pull one message with no byte
+			// limit, which no status ends early either.
+			n = 1
 		} else {
-			fopts = append(fopts, jetstream.FetchMaxBytes(o.MaxBatchBytes))
+			fopts = append(fopts, jetstream.FetchMaxBytes(r.pullBytes()))
 		}
 		mb, err := cons.Fetch(n, fopts...)
 		if err != nil {
@@ -403,20 +407,27 @@ func (r *replica) consume(ctx context.Context, p int) {
 		}
 		if len(msgs) == 0 {
 			switch err := mb.Error(); {
-			case errors.Is(err, jetstream.ErrMaxBytesExceeded):
-				backoff = -1
-			case err != nil && !errors.Is(err, jetstream.ErrPinIDMismatch):
+			case err == nil || errors.Is(err, jetstream.ErrMaxBytesExceeded):
+				single = !single
+			case !errors.Is(err, jetstream.ErrPinIDMismatch):
 				log.Debug("sink: fetch failed", "err", err)
 				sleep(ctx, backoff)
 				backoff = min(2*backoff, 2*time.Second)
 			}
 			continue
 		}
-		backoff = 50 * time.Millisecond
+		backoff, single = 50*time.Millisecond, false
 		pulled = true
 		r.handOver(&chunk{p: p, msgs: msgs, bytes: size, done: make(chan struct{})})
 		clear(msgs)
 	}
+}
+
+// pullBytes is the byte limit of one pull: the process's MaxPulledBytes
+// shared among the partitions it holds, at most MaxBatchBytes.
+func (r *replica) pullBytes() int {
+	o := r.s.opts
+	return int(min(int64(o.MaxBatchBytes), int64(o.MaxPulledBytes)/max(r.s.held.Load(), 1)))
 }
 
 // handOver gives c to the batcher and waits until it was acknowledged,

@@ -488,3 +488,46 @@ func TestOwnerSpreadsPartitions(t *testing.T) {
 		}
 	}
 }
+
+// TestSinkPulledBytes bounds the bytes a process may hold pulled: with a
+// budget below one message every pull brings a single message, yet the
+// stream drains completely; with the default budget pulls bring many.
+func TestSinkPulledBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		budget     int
+		wantSingle bool
+	}{
+		{"budget below one message", 100, true},
+		{"default budget", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := openTestBus(t)
+			pool := migratedPool(t)
+			w := newWorkload(t, 9, 20)
+			publishEvents(t, b, w.events)
+			var obs observer
+			opts := testOptions(b, pool)
+			opts.MaxPulledBytes = tc.budget
+			opts.OnBatch = obs.add
+			s, err := New(context.Background(), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stop := runSink(t, s)
+			waitDrained(t, b, DefaultGroup, 60*time.Second)
+			stop()
+			checkLive(t, pool, w)
+			obs.checkOrder(t)
+			largest := 0
+			for _, bi := range obs.batches {
+				for _, p := range bi.Partitions {
+					largest = max(largest, len(p.Seqs))
+				}
+			}
+			if single := largest == 1; single != tc.wantSingle {
+				t.Errorf("largest pull held %d messages; want single-message pulls: %t", largest, tc.wantSingle)
+			}
+		})
+	}
+}

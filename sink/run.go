@@ -54,7 +54,7 @@ package sink
 // one transaction; record them in the cache; acknowledge every message. If
 // Postgres fails, the write is retried with backoff while the batch and the
 // chunks waiting for it stay in progress and nothing more is pulled.
-// Memory is bounded by one chunk per owned partition. On a graceful stop
+// Memory is bounded by one chunk per held partition, MaxPulledBytes in all. On a graceful stop
 // the chunks already pulled are still written, within ShutdownTimeout;
 // what is left then is negatively acknowledged for the next owner.
 
@@ -85,6 +85,7 @@ const (
 	DefaultBatchSize       = 1000
 	DefaultBatchTimeout    = 100 * time.Millisecond
 	DefaultMaxBatchBytes   = 32 << 20
+	DefaultMaxPulledBytes  = 128 << 20
 	DefaultAckWait         = 10 * time.Second
 	DefaultPinnedTTL       = 5 * time.Second
 	DefaultMemberTTL       = 6 * time.Second
@@ -108,6 +109,12 @@ type Options struct {
 	BatchSize     int
 	BatchTimeout  time.Duration
 	MaxBatchBytes int
+	// MaxPulledBytes bounds the payload bytes of messages the process has
+	// pulled and not yet acknowledged: each pull asks for at most
+	// MaxPulledBytes divided by the partitions the process holds (and at
+	// most MaxBatchBytes). A message larger than that share is pulled
+	// alone.
+	MaxPulledBytes int
 
 	Validate message.Mode
 	Network  pb.FarcasterNetwork
@@ -214,6 +221,9 @@ func New(ctx context.Context, opts Options) (*Sink, error) {
 	}
 	if opts.MaxBatchBytes <= 0 {
 		opts.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if opts.MaxPulledBytes <= 0 {
+		opts.MaxPulledBytes = DefaultMaxPulledBytes
 	}
 	if opts.AckWait <= 0 {
 		opts.AckWait = DefaultAckWait
