@@ -282,6 +282,24 @@ func testOptions(b *bus.Bus, pool *pgxpool.Pool) Options {
 	}
 }
 
+// drainWith runs a sink with opts until the stream is drained, stops it,
+// checks the database against w and the order of every partition, and
+// returns the sink for its stats.
+func drainWith(t testing.TB, b *bus.Bus, pool *pgxpool.Pool, opts Options, w *workload, obs *observer) *Sink {
+	t.Helper()
+	opts.OnBatch = obs.add
+	s, err := New(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runSink(t, s)
+	waitDrained(t, b, DefaultGroup, 60*time.Second)
+	stop()
+	checkLive(t, pool, w)
+	obs.checkOrder(t)
+	return s
+}
+
 // runSink runs s in the background; the returned function stops it and
 // waits.
 func runSink(t testing.TB, s *Sink) (stop func()) {

@@ -35,17 +35,7 @@ func TestSinkReplicas(t *testing.T) {
 			opts.Replicas = n
 			opts.Redis, opts.DedupePrefix = rd.Client, rd.Prefix
 			opts.Validate = message.CheckFull
-			opts.OnBatch = obs.add
-			s, err := New(context.Background(), opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			stop := runSink(t, s)
-			waitDrained(t, b, DefaultGroup, 60*time.Second)
-			stop()
-			checkLive(t, pool, w)
-			obs.checkOrder(t)
-			st := s.Stats()
+			st := drainWith(t, b, pool, opts, w, &obs).Stats()
 			if st.Written != int64(len(w.events)) || st.DeadLetters != 0 {
 				t.Errorf("stats %+v: want %d written, no dead letters", st, len(w.events))
 			}
@@ -276,15 +266,8 @@ func TestSinkRedisDown(t *testing.T) {
 	opts.Replicas = 2
 	opts.Redis = redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
 	defer opts.Redis.Close()
-	s, err := New(context.Background(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := runSink(t, s)
-	waitDrained(t, b, DefaultGroup, 60*time.Second)
-	stop()
-	checkLive(t, pool, w)
-	if st := s.Stats(); st.DedupeErrors == 0 || st.DedupeHits != 0 {
+	var obs observer
+	if st := drainWith(t, b, pool, opts, w, &obs).Stats(); st.DedupeErrors == 0 || st.DedupeHits != 0 {
 		t.Errorf("stats %+v: want dedupe errors and no hits", st)
 	}
 }
@@ -509,16 +492,7 @@ func TestSinkPulledBytes(t *testing.T) {
 			var obs observer
 			opts := testOptions(b, pool)
 			opts.MaxPulledBytes = tc.budget
-			opts.OnBatch = obs.add
-			s, err := New(context.Background(), opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			stop := runSink(t, s)
-			waitDrained(t, b, DefaultGroup, 60*time.Second)
-			stop()
-			checkLive(t, pool, w)
-			obs.checkOrder(t)
+			drainWith(t, b, pool, opts, w, &obs)
 			largest := 0
 			for _, bi := range obs.batches {
 				for _, p := range bi.Partitions {
