@@ -32,14 +32,31 @@ const maxWriteAttempts = 5
 
 // replica is one member of the group: it owns the partitions rendezvous
 // hashing gives it and writes through its own Writer, one batch at a time.
+// A worker per owned partition pulls chunks of that partition; the
+// replica's batcher writes chunks of several partitions in one transaction,
+// so transactions stay large when traffic is spread over many partitions.
 type replica struct {
 	s      *Sink
 	id     string
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	w      *Writer
-	slot   chan struct{}
-	log    *slog.Logger
+	chunks chan *chunk
+	// abandon ends ShutdownTimeout after the replica was told to stop:
+	// chunks not acknowledged by then are left to be redelivered.
+	abandon context.Context
+	log     *slog.Logger
+}
+
+// chunk is what one pull of one partition returned. Its worker pulls again
+// only after done is closed, when the chunk was acknowledged (or abandoned
+// at shutdown), so a partition never has two chunks in flight and its
+// chunks are written in stream order.
+type chunk struct {
+	p     int
+	msgs  []jetstream.Msg
+	bytes int
+	done  chan struct{}
 }
 
 func newReplicaID() string {
@@ -53,7 +70,7 @@ func (s *Sink) runReplica(ctx context.Context, js jetstream.JetStream, id string
 	if id == "" {
 		id = newReplicaID()
 	}
-	r := &replica{s: s, id: id, js: js, slot: make(chan struct{}, 1)}
+	r := &replica{s: s, id: id, js: js, chunks: make(chan *chunk)}
 	r.log = s.log.With("replica", r.id)
 	var kv jetstream.KeyValue
 	err := retry(ctx, r.log, "start replica", func() error {
@@ -154,6 +171,25 @@ func (r *replica) run(ctx context.Context, kv jetstream.KeyValue) {
 		}
 	}()
 
+	abandon, stopAbandon := context.WithCancel(context.WithoutCancel(ctx))
+	r.abandon = abandon
+	stop := context.AfterFunc(ctx, func() {
+		t := time.NewTimer(o.ShutdownTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			stopAbandon()
+		case <-abandon.Done():
+		}
+	})
+	// The batcher outlives the workers: a stopping worker still hands over
+	// the chunk it pulled and waits for its acknowledgement, so a partition
+	// moves on only after everything it was given is written.
+	workersDone, batcherDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(batcherDone)
+		r.batcher(ctx, workersDone)
+	}()
 	workers := map[int]*worker{}
 	stopping := map[int]*worker{}
 	defer func() {
@@ -166,6 +202,10 @@ func (r *replica) run(ctx context.Context, kv jetstream.KeyValue) {
 		for _, w := range stopping {
 			<-w.done
 		}
+		close(workersDone)
+		<-batcherDone
+		stop()
+		stopAbandon()
 	}()
 
 	tick := time.NewTicker(o.MemberTTL / 3)
@@ -287,8 +327,11 @@ func (r *replica) start(ctx context.Context, p int, prev *worker) *worker {
 	return w
 }
 
-// batch holds one partition's reusable buffers.
+// batch holds the replica's reusable buffers for the chunks it writes
+// together.
 type batch struct {
+	chunks  []*chunk
+	parts   []PartitionSeqs
 	msgs    []jetstream.Msg
 	seqs    []uint64
 	keys    []string
@@ -326,16 +369,28 @@ func (r *replica) consume(ctx context.Context, p int) {
 			log.Debug("sink: unpin failed", "err", err)
 		}
 	}()
-	b := &batch{}
+	var msgs []jetstream.Msg
 	backoff := 50 * time.Millisecond
+	single := false
 	for ctx.Err() == nil {
 		fopts := []jetstream.FetchOpt{jetstream.FetchMaxWait(o.BatchTimeout), jetstream.FetchPriorityGroup(o.Group)}
-		n := o.BatchSize
-		if backoff < 0 {
-			// The next message alone exceeds MaxBatchBytes.
-			n, backoff = 1, 50*time.Millisecond
+		// One more than MaxAckPending: the server can never fill the
+		// request by count, so it ends by expiry (or by bytes). A
+		// replicated consumer sends a request's "409 Batch Completed"
+		// status before the deliveries still waiting on replication, and
+		// the fetch, which stops at that status, would drop them; after a
+		// leader change the redelivered batch fills the request exactly
+		// every time, so the partition would stall for good. Expiry
+		// statuses wait for those deliveries.
+		n := o.BatchSize + 1
+		if single {
+			// The last pull came back empty, which is also how a pull
+			// whose byte limit is below the next message's size ends (the
+			// client hides that status): pull one message with no byte
+			// limit, which no status ends early either.
+			n = 1
 		} else {
-			fopts = append(fopts, jetstream.FetchMaxBytes(o.MaxBatchBytes))
+			fopts = append(fopts, jetstream.FetchMaxBytes(r.pullBytes()))
 		}
 		mb, err := cons.Fetch(n, fopts...)
 		if err != nil {
@@ -344,56 +399,142 @@ func (r *replica) consume(ctx context.Context, p int) {
 			backoff = min(2*backoff, 2*time.Second)
 			continue
 		}
-		b.msgs = b.msgs[:0]
+		msgs = msgs[:0]
+		size := 0
 		for m := range mb.Messages() {
-			b.msgs = append(b.msgs, m)
+			msgs = append(msgs, m)
+			size += len(m.Data())
 		}
-		if len(b.msgs) == 0 {
+		if len(msgs) == 0 {
 			switch err := mb.Error(); {
-			case errors.Is(err, jetstream.ErrMaxBytesExceeded):
-				backoff = -1
-			case err != nil && !errors.Is(err, jetstream.ErrPinIDMismatch):
+			case err == nil || errors.Is(err, jetstream.ErrMaxBytesExceeded):
+				single = !single
+			case !errors.Is(err, jetstream.ErrPinIDMismatch):
 				log.Debug("sink: fetch failed", "err", err)
 				sleep(ctx, backoff)
 				backoff = min(2*backoff, 2*time.Second)
 			}
 			continue
 		}
-		backoff = 50 * time.Millisecond
+		backoff, single = 50*time.Millisecond, false
 		pulled = true
-		r.process(ctx, p, b)
+		r.handOver(&chunk{p: p, msgs: msgs, bytes: size, done: make(chan struct{})})
+		clear(msgs)
+	}
+}
+
+// pullBytes is the byte limit of one pull: the process's MaxPulledBytes
+// shared among the partitions it holds, at most MaxBatchBytes.
+func (r *replica) pullBytes() int {
+	o := r.s.opts
+	return int(min(int64(o.MaxBatchBytes), int64(o.MaxPulledBytes)/max(r.s.held.Load(), 1)))
+}
+
+// handOver gives c to the batcher and waits until it was acknowledged,
+// keeping it in progress while the batcher is busy with other chunks.
+func (r *replica) handOver(c *chunk) {
+	t := time.NewTicker(r.s.opts.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case r.chunks <- c:
+			// The batcher finishes or abandons every chunk it took.
+			<-c.done
+			return
+		case <-t.C:
+			for _, m := range c.msgs {
+				_ = m.InProgress()
+			}
+		case <-r.abandon.Done():
+			// Hand the chunk to the next owner now rather than after
+			// AckWait.
+			nakAll(c.msgs)
+			return
+		}
+	}
+}
+
+func nakAll(msgs []jetstream.Msg) {
+	for _, m := range msgs {
+		_ = m.Nak()
+	}
+}
+
+// batcher writes the chunks the replica's workers pull, several at a time,
+// until workersDone is closed or the replica abandons its work.
+func (r *replica) batcher(ctx context.Context, workersDone <-chan struct{}) {
+	o := r.s.opts
+	// Partitions pulled at the same moment answer at about the same
+	// moment, BatchTimeout later; a short wait after the first chunk
+	// gathers the others into the same transaction.
+	linger := o.BatchTimeout / 5
+	b := &batch{}
+	var carry *chunk
+	for {
+		c := carry
+		carry = nil
+		if c != nil && r.abandon.Err() != nil {
+			nakAll(c.msgs)
+			close(c.done)
+			return
+		}
+		if c == nil {
+			select {
+			case c = <-r.chunks:
+			case <-workersDone:
+				return
+			case <-r.abandon.Done():
+				return
+			}
+		}
+		b.chunks = append(b.chunks[:0], c)
+		n, size := len(c.msgs), c.bytes
+		t := time.NewTimer(linger)
+	gather:
+		for n < o.BatchSize && size < o.MaxBatchBytes {
+			select {
+			case c := <-r.chunks:
+				if n+len(c.msgs) > o.BatchSize || size+c.bytes > o.MaxBatchBytes {
+					carry = c
+					break gather
+				}
+				b.chunks = append(b.chunks, c)
+				n, size = n+len(c.msgs), size+c.bytes
+			case <-t.C:
+				break gather
+			}
+		}
+		t.Stop()
+		r.process(ctx, b)
+		for _, c := range b.chunks {
+			close(c.done)
+		}
+		clear(b.chunks)
 		clear(b.msgs)
 		clear(b.events)
 	}
 }
 
-// process stores one batch and acknowledges it, or abandons it
-// unacknowledged when ctx is done and ShutdownTimeout has passed.
-func (r *replica) process(ctx context.Context, p int, b *batch) {
+// process stores the chunks of b in one transaction and acknowledges
+// them, or abandons them unacknowledged when ctx is done and
+// ShutdownTimeout has passed.
+func (r *replica) process(ctx context.Context, b *batch) {
 	o := r.s.opts
-	log := r.log.With("partition", p)
-	wctx, cancelWrite := context.WithCancel(context.WithoutCancel(ctx))
+	b.msgs, b.parts = b.msgs[:0], b.parts[:0]
+	partitions := make([]int, 0, len(b.chunks))
+	for _, c := range b.chunks {
+		b.msgs = append(b.msgs, c.msgs...)
+		b.parts = append(b.parts, PartitionSeqs{Partition: c.p})
+		partitions = append(partitions, c.p)
+	}
+	log := r.log.With("partitions", partitions)
+	wctx := r.abandon
 	finished := make(chan struct{})
 	var bg sync.WaitGroup
 	defer func() {
 		close(finished)
-		cancelWrite()
 		bg.Wait()
 	}()
-	bg.Go(func() {
-		select {
-		case <-finished:
-			return
-		case <-ctx.Done():
-		}
-		t := time.NewTimer(o.ShutdownTimeout)
-		defer t.Stop()
-		select {
-		case <-finished:
-		case <-t.C:
-			cancelWrite()
-		}
-	})
 	bg.Go(func() {
 		t := time.NewTicker(o.AckWait / 3)
 		defer t.Stop()
@@ -415,13 +556,23 @@ func (r *replica) process(ctx context.Context, p int, b *batch) {
 	b.seen = slices.Grow(b.seen[:0], n)[:n]
 	b.spans = slices.Grow(b.spans[:0], n)[:n]
 	b.events, b.evKeys, b.poisons, b.links = b.events[:0], b.evKeys[:0], b.poisons[:0], b.links[:0]
-	pending := int64(-1)
-	for i, m := range b.msgs {
-		b.seqs[i] = 0
-		if md, err := m.Metadata(); err == nil {
-			b.seqs[i] = md.Sequence.Stream
-			pending = int64(md.NumPending)
+	met := o.Metrics
+	i := 0
+	for _, c := range b.chunks {
+		pending := int64(-1)
+		for _, m := range c.msgs {
+			b.seqs[i] = 0
+			if md, err := m.Metadata(); err == nil {
+				b.seqs[i] = md.Sequence.Stream
+				pending = int64(md.NumPending)
+			}
+			i++
 		}
+		if met != nil && pending >= 0 {
+			met.JetStreamPending.WithLabelValues(bus.ConsumerName(o.Group, c.p)).Set(float64(pending))
+		}
+	}
+	for i, m := range b.msgs {
 		b.spans[i] = r.startProcess(m)
 		if sc := b.spans[i].SpanContext(); sc.IsSampled() {
 			b.links = append(b.links, trace.Link{SpanContext: sc})
@@ -463,12 +614,8 @@ func (r *replica) process(ctx context.Context, p int, b *batch) {
 	}
 	clear(b.spans)
 
-	met := o.Metrics
-	if met != nil && pending >= 0 {
-		met.JetStreamPending.WithLabelValues(bus.ConsumerName(o.Group, p)).Set(float64(pending))
-	}
 	cctx, commit := r.s.tracer.Start(wctx, telemetry.SpanSinkCommit, trace.WithLinks(b.links...),
-		trace.WithAttributes(attribute.Int("waypoint.batch.messages", n), attribute.Int("waypoint.partition", p)))
+		trace.WithAttributes(attribute.Int("waypoint.batch.messages", n), attribute.IntSlice("waypoint.partitions", partitions)))
 	clear(b.links)
 	start := time.Now()
 	res, ok := r.write(ctx, cctx, log, b)
@@ -502,7 +649,12 @@ func (r *replica) process(ctx context.Context, p int, b *batch) {
 		}
 	}
 	if o.OnBatch != nil {
-		o.OnBatch(BatchInfo{Replica: r.id, Partition: p, Seqs: slices.Clone(b.seqs),
+		lo := 0
+		for i, c := range b.chunks {
+			b.parts[i].Seqs = slices.Clone(b.seqs[lo : lo+len(c.msgs)])
+			lo += len(c.msgs)
+		}
+		o.OnBatch(BatchInfo{Replica: r.id, Partitions: slices.Clone(b.parts),
 			Written: len(b.events), Duplicates: dups, DeadLetters: len(b.poisons)})
 	}
 	for _, m := range b.msgs {
@@ -587,12 +739,6 @@ func (r *replica) write(ctx, wctx context.Context, log *slog.Logger, b *batch) (
 }
 
 func (r *replica) writeOnce(ctx context.Context, b *batch, deadDone *bool, res *WriteResult) error {
-	select {
-	case r.slot <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	defer func() { <-r.slot }()
 	if !*deadDone {
 		if err := insertDeadLetters(ctx, r.s.opts.Pool, b.poisons); err != nil {
 			return err

@@ -3,6 +3,8 @@ package sink
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,13 +13,37 @@ import (
 	"github.com/waypointhq/waypoint/message"
 )
 
+// benchFIDs makes a backlog of 19,200 events (16 per FID), large enough
+// that start-up and the first BatchTimeout weigh little in the drain time.
+const benchFIDs = 1200
+
 // BenchmarkSinkEndToEnd publishes a workload to the embedded stream, then
 // drains it into Postgres with 1, 2 and 4 replicas; msgs/s is the drain
-// rate (publishing is not timed).
+// rate (publishing is not timed). writer-only writes the same events into
+// a fresh database straight through one Writer in batches of the same
+// size: the ceiling the consumers are measured against, in the same run.
 func BenchmarkSinkEndToEnd(b *testing.B) {
+	b.Run("writer-only", func(b *testing.B) {
+		w := newWorkload(b, 1, benchFIDs)
+		const size = 1000
+		var total time.Duration
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			wr := newTestWriter(b, migratedPool(b))
+			b.StartTimer()
+			start := time.Now()
+			for lo := 0; lo < len(w.events); lo += size {
+				if _, err := wr.Write(context.Background(), w.events[lo:min(lo+size, len(w.events))]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			total += time.Since(start)
+		}
+		b.ReportMetric(float64(len(w.events)*b.N)/total.Seconds(), "msgs/s")
+	})
 	for _, n := range []int{1, 2, 4} {
 		b.Run(fmt.Sprintf("replicas=%d", n), func(b *testing.B) {
-			w := newWorkload(b, 1, 400)
+			w := newWorkload(b, 1, benchFIDs)
 			msgs := make([]*nats.Msg, len(w.events))
 			for i, ev := range w.events {
 				msgs[i] = busMsg(ev, nil)
@@ -48,4 +74,70 @@ func BenchmarkSinkEndToEnd(b *testing.B) {
 			b.ReportMetric(float64(len(msgs)*b.N)/total.Seconds(), "msgs/s")
 		})
 	}
+}
+
+// BenchmarkSinkLatency publishes events at a steady 1,000 a second, with
+// the default batch size and timeout, and reports percentiles of the time
+// from publish to the commit of the event's batch.
+func BenchmarkSinkLatency(b *testing.B) {
+	const rate = 1000
+	w := newWorkload(b, 3, 250)
+	msgs := make([]*nats.Msg, len(w.events))
+	for i, ev := range w.events {
+		msgs[i] = busMsg(ev, nil)
+	}
+	var lat []time.Duration
+	var batches, messages int64
+	for i := 0; i < b.N; i++ {
+		bs := openTestBus(b)
+		pool := migratedPool(b)
+		var mu sync.Mutex
+		sent, committed := map[uint64]time.Time{}, map[uint64]time.Time{}
+		opts := testOptions(bs, pool)
+		opts.BatchSize, opts.BatchTimeout = DefaultBatchSize, DefaultBatchTimeout
+		opts.Validate = message.CheckHash
+		opts.OnBatch = func(bi BatchInfo) {
+			now := time.Now()
+			mu.Lock()
+			defer mu.Unlock()
+			for _, p := range bi.Partitions {
+				for _, seq := range p.Seqs {
+					committed[seq] = now
+				}
+			}
+		}
+		s, err := New(context.Background(), opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		stop := runSink(b, s)
+		tick := time.NewTicker(time.Second / rate)
+		for _, m := range msgs {
+			<-tick.C
+			at := time.Now()
+			f, err := bs.PublishAsync(m)
+			if err != nil {
+				b.Fatal(err)
+			}
+			select {
+			case ack := <-f.Ok():
+				sent[ack.Sequence] = at
+			case err := <-f.Err():
+				b.Fatal(err)
+			}
+		}
+		tick.Stop()
+		waitDrained(b, bs, DefaultGroup, time.Minute)
+		stop()
+		st := s.Stats()
+		batches, messages = batches+st.Batches, messages+st.Messages
+		for seq, at := range sent {
+			lat = append(lat, committed[seq].Sub(at))
+		}
+	}
+	slices.Sort(lat)
+	pct := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))].Milliseconds()) }
+	b.ReportMetric(pct(0.5), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	b.ReportMetric(float64(messages)/float64(batches), "msgs/batch")
 }

@@ -183,13 +183,11 @@ func waitDrained(t testing.TB, b *bus.Bus, group string, timeout time.Duration) 
 		done := true
 		var last string
 		for p := range b.Partitions() {
-			c, err := b.Stream().Consumer(context.Background(), bus.ConsumerName(group, p))
+			// A cluster electing leaders answers with errors for a while.
+			info, err := consumerInfo(b, bus.ConsumerName(group, p))
 			if err != nil {
-				t.Fatalf("consumer: %v", err)
-			}
-			info, err := c.Info(context.Background())
-			if err != nil {
-				t.Fatalf("consumer info: %v", err)
+				done, last = false, fmt.Sprintf("partition %d: %v", p, err)
+				break
 			}
 			if info.NumPending > 0 || info.NumAckPending > 0 {
 				done = false
@@ -205,6 +203,16 @@ func waitDrained(t testing.TB, b *bus.Bus, group string, timeout time.Duration) 
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func consumerInfo(b *bus.Bus, name string) (*jetstream.ConsumerInfo, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := b.Stream().Consumer(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return c.Info(ctx)
 }
 
 func checkLive(t testing.TB, pool *pgxpool.Pool, w *workload) {
@@ -246,16 +254,19 @@ func (o *observer) checkOrder(t testing.TB) (replicasPerPartition map[int]map[st
 	last := map[int]uint64{}
 	replicasPerPartition = map[int]map[string]bool{}
 	for _, b := range o.batches {
-		if replicasPerPartition[b.Partition] == nil {
-			replicasPerPartition[b.Partition] = map[string]bool{}
-		}
-		replicasPerPartition[b.Partition][b.Replica] = true
-		for _, s := range b.Seqs {
-			if s <= last[b.Partition] {
-				t.Errorf("partition %d: sequence %d processed by %s after %d", b.Partition, s, b.Replica, last[b.Partition])
-				return
+		for _, part := range b.Partitions {
+			p := part.Partition
+			if replicasPerPartition[p] == nil {
+				replicasPerPartition[p] = map[string]bool{}
 			}
-			last[b.Partition] = s
+			replicasPerPartition[p][b.Replica] = true
+			for _, s := range part.Seqs {
+				if s <= last[p] {
+					t.Errorf("partition %d: sequence %d processed by %s after %d", p, s, b.Replica, last[p])
+					return
+				}
+				last[p] = s
+			}
 		}
 	}
 	return replicasPerPartition
@@ -269,6 +280,24 @@ func testOptions(b *bus.Bus, pool *pgxpool.Pool) Options {
 		ShutdownTimeout: 2 * time.Second,
 		Logger:          slog.New(slog.DiscardHandler),
 	}
+}
+
+// drainWith runs a sink with opts until the stream is drained, stops it,
+// checks the database against w and the order of every partition, and
+// returns the sink for its stats.
+func drainWith(t testing.TB, b *bus.Bus, pool *pgxpool.Pool, opts Options, w *workload, obs *observer) *Sink {
+	t.Helper()
+	opts.OnBatch = obs.add
+	s, err := New(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runSink(t, s)
+	waitDrained(t, b, DefaultGroup, 60*time.Second)
+	stop()
+	checkLive(t, pool, w)
+	obs.checkOrder(t)
+	return s
 }
 
 // runSink runs s in the background; the returned function stops it and

@@ -35,17 +35,7 @@ func TestSinkReplicas(t *testing.T) {
 			opts.Replicas = n
 			opts.Redis, opts.DedupePrefix = rd.Client, rd.Prefix
 			opts.Validate = message.CheckFull
-			opts.OnBatch = obs.add
-			s, err := New(context.Background(), opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			stop := runSink(t, s)
-			waitDrained(t, b, DefaultGroup, 60*time.Second)
-			stop()
-			checkLive(t, pool, w)
-			obs.checkOrder(t)
-			st := s.Stats()
+			st := drainWith(t, b, pool, opts, w, &obs).Stats()
 			if st.Written != int64(len(w.events)) || st.DeadLetters != 0 {
 				t.Errorf("stats %+v: want %d written, no dead letters", st, len(w.events))
 			}
@@ -276,15 +266,8 @@ func TestSinkRedisDown(t *testing.T) {
 	opts.Replicas = 2
 	opts.Redis = redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
 	defer opts.Redis.Close()
-	s, err := New(context.Background(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := runSink(t, s)
-	waitDrained(t, b, DefaultGroup, 60*time.Second)
-	stop()
-	checkLive(t, pool, w)
-	if st := s.Stats(); st.DedupeErrors == 0 || st.DedupeHits != 0 {
+	var obs observer
+	if st := drainWith(t, b, pool, opts, w, &obs).Stats(); st.DedupeErrors == 0 || st.DedupeHits != 0 {
 		t.Errorf("stats %+v: want dedupe errors and no hits", st)
 	}
 }
@@ -486,5 +469,39 @@ func TestOwnerSpreadsPartitions(t *testing.T) {
 		if before != "a1" && before != after {
 			t.Fatalf("partition %d moved from %s to %s though %s stayed", p, before, after, before)
 		}
+	}
+}
+
+// TestSinkPulledBytes bounds the bytes a process may hold pulled: with a
+// budget below one message every pull brings a single message, yet the
+// stream drains completely; with the default budget pulls bring many.
+func TestSinkPulledBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		budget     int
+		wantSingle bool
+	}{
+		{"budget below one message", 100, true},
+		{"default budget", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := openTestBus(t)
+			pool := migratedPool(t)
+			w := newWorkload(t, 9, 20)
+			publishEvents(t, b, w.events)
+			var obs observer
+			opts := testOptions(b, pool)
+			opts.MaxPulledBytes = tc.budget
+			drainWith(t, b, pool, opts, w, &obs)
+			largest := 0
+			for _, bi := range obs.batches {
+				for _, p := range bi.Partitions {
+					largest = max(largest, len(p.Seqs))
+				}
+			}
+			if single := largest == 1; single != tc.wantSingle {
+				t.Errorf("largest pull held %d messages; want single-message pulls: %t", largest, tc.wantSingle)
+			}
+		})
 	}
 }

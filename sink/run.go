@@ -10,12 +10,17 @@ package sink
 // group: the server delivers a partition's messages to one pulling client
 // at a time (the pinned one) and moves the pin only after that client sent
 // no pull request for PinnedTTL or was unpinned explicitly. The consumer's
-// MaxAckPending equals BatchSize and a replica holds at most one batch per
-// partition, so while a batch is unacknowledged nobody, pinned or not, is
-// given later messages of that partition: after a replica dies, its batch
-// is redelivered (after AckWait) before anything newer. Both together make
-// processing per partition exclusive and in order, even while replicas
-// disagree about who owns what.
+// MaxAckPending equals BatchSize and a replica holds at most one pulled
+// chunk per partition, so while a chunk is unacknowledged nobody, pinned or
+// not, is given later messages of that partition: after a replica dies,
+// its chunk is redelivered (after AckWait) before anything newer. Both
+// together make processing per partition exclusive and in order, even
+// while replicas disagree about who owns what.
+//
+// Pulls ask for one message more than MaxAckPending, so the server ends
+// them by expiry (or bytes), never by count: on a replicated consumer the
+// status that ends a count-filled pull overtakes the deliveries still
+// waiting for replication, and the client drops those.
 //
 // Which replica pulls which partition is decided without coordination:
 // every replica heartbeats into the key-value bucket
@@ -37,13 +42,21 @@ package sink
 // defaults. Long writes do not trigger redelivery: the held batch is
 // marked in progress every AckWait/3.
 //
-// Each batch: pull up to BatchSize messages (or MaxBatchBytes), waiting
-// at most BatchTimeout; skip those the Redis dedupe cache says are stored;
-// decode and validate the rest (failures go to dead_letters and the
-// dead-letter stream); write them in one transaction; record them in the
-// cache; acknowledge every message of the batch. If Postgres fails, the
-// write is retried with backoff while the batch stays in progress and
-// nothing more is pulled.
+// Each batch: every partition a replica owns is pulled by its own worker,
+// up to BatchSize messages (or MaxBatchBytes) waiting at most BatchTimeout,
+// and the chunks pulled at about the same time are written together, up to
+// BatchSize messages and MaxBatchBytes in all, so a transaction stays large
+// when traffic is spread over many partitions. A worker pulls again only
+// after its chunk was acknowledged: a partition has at most one chunk in
+// flight and its messages are written in stream order. For a batch: skip
+// what the Redis dedupe cache says is stored; decode and validate the rest
+// (failures go to dead_letters and the dead-letter stream); write them in
+// one transaction; record them in the cache; acknowledge every message. If
+// Postgres fails, the write is retried with backoff while the batch and the
+// chunks waiting for it stay in progress and nothing more is pulled.
+// Memory is bounded by one chunk per held partition, MaxPulledBytes in all. On a graceful stop
+// the chunks already pulled are still written, within ShutdownTimeout;
+// what is left then is negatively acknowledged for the next owner.
 
 import (
 	"context"
@@ -72,6 +85,7 @@ const (
 	DefaultBatchSize       = 1000
 	DefaultBatchTimeout    = 100 * time.Millisecond
 	DefaultMaxBatchBytes   = 32 << 20
+	DefaultMaxPulledBytes  = 128 << 20
 	DefaultAckWait         = 10 * time.Second
 	DefaultPinnedTTL       = 5 * time.Second
 	DefaultMemberTTL       = 6 * time.Second
@@ -95,6 +109,12 @@ type Options struct {
 	BatchSize     int
 	BatchTimeout  time.Duration
 	MaxBatchBytes int
+	// MaxPulledBytes bounds the payload bytes of messages the process has
+	// pulled and not yet acknowledged: each pull asks for at most
+	// MaxPulledBytes divided by the partitions the process holds (and at
+	// most MaxBatchBytes). A message larger than that share is pulled
+	// alone.
+	MaxPulledBytes int
 
 	Validate message.Mode
 	Network  pb.FarcasterNetwork
@@ -132,12 +152,18 @@ type Options struct {
 
 // BatchInfo describes one committed batch.
 type BatchInfo struct {
-	Replica   string
-	Partition int
-	// Seqs are the stream sequences of the batch's messages, in order.
-	Seqs []uint64
+	Replica string
+	// Partitions lists the batch's messages by partition.
+	Partitions []PartitionSeqs
 	// Written, Duplicates and DeadLetters count its messages by fate.
 	Written, Duplicates, DeadLetters int
+}
+
+// PartitionSeqs are the stream sequences of one partition's messages in a
+// batch, in order.
+type PartitionSeqs struct {
+	Partition int
+	Seqs      []uint64
 }
 
 // Stats is a snapshot of a Sink's counters since it was created.
@@ -195,6 +221,9 @@ func New(ctx context.Context, opts Options) (*Sink, error) {
 	}
 	if opts.MaxBatchBytes <= 0 {
 		opts.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if opts.MaxPulledBytes <= 0 {
+		opts.MaxPulledBytes = DefaultMaxPulledBytes
 	}
 	if opts.AckWait <= 0 {
 		opts.AckWait = DefaultAckWait

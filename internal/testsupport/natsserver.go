@@ -2,10 +2,14 @@ package testsupport
 
 import (
 	"encoding/json"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -71,4 +75,136 @@ func StartNATSServer(t testing.TB, extra ...string) *NATSServer {
 			t.Fatalf("nats-server did not write %s within 20s:\n%s", portsFile, log)
 		}
 	}
+}
+
+// Daemon is a server process a test can SIGKILL and start again with the
+// same arguments, and so the same ports and data.
+type Daemon struct {
+	t    testing.TB
+	name string
+	bin  string
+	args []string
+	log  string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// NewDaemon describes a process running bin with args, logging to a file
+// in the test's temporary directory; Start runs it and the test's end
+// kills it.
+func NewDaemon(t testing.TB, name, bin string, args ...string) *Daemon {
+	d := &Daemon{t: t, name: name, bin: bin, args: args, log: filepath.Join(t.TempDir(), "daemon.log")}
+	t.Cleanup(d.Kill)
+	return d
+}
+
+// Start runs the process.
+func (d *Daemon) Start() {
+	d.t.Helper()
+	f, err := os.OpenFile(d.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	cmd := exec.Command(d.bin, d.args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		d.t.Fatalf("start %s: %v", d.name, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); _ = f.Close(); close(done) }()
+	d.cmd, d.done = cmd, done
+}
+
+// Kill ends the process with SIGKILL, by its PID, and waits for it.
+func (d *Daemon) Kill() {
+	if d.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(d.cmd.Process.Pid, syscall.SIGKILL)
+	<-d.done
+	d.cmd = nil
+}
+
+// WaitTCP waits until addr accepts connections, failing the test with the
+// end of the process's log after 20s.
+func (d *Daemon) WaitTCP(addr string) {
+	d.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			_ = conn.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	log, _ := os.ReadFile(d.log)
+	if len(log) > 4000 {
+		log = log[len(log)-4000:]
+	}
+	d.t.Fatalf("%s did not listen on %s within 20s:\n%s", d.name, addr, log)
+}
+
+// NATSCluster is a JetStream cluster of nats-server processes on loopback,
+// each with its own store directory and server name, so a test can SIGKILL
+// a node and start it again with its data.
+type NATSCluster struct {
+	nodes []*Daemon
+	// URLs are the nodes' client URLs, in node order.
+	URLs []string
+}
+
+// StartNATSCluster starts an n-node JetStream cluster; every node is
+// killed when the test ends.
+func StartNATSCluster(t testing.TB, n int) *NATSCluster {
+	t.Helper()
+	bin := NATSServerBin(t)
+	dir := t.TempDir()
+	clientPorts, routePorts := make([]int, n), make([]int, n)
+	var routes []string
+	for i := range n {
+		clientPorts[i], routePorts[i] = FreePort(t), FreePort(t)
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", routePorts[i]))
+	}
+	c := &NATSCluster{}
+	for i := range n {
+		name := fmt.Sprintf("n%d", i+1)
+		c.nodes = append(c.nodes, NewDaemon(t, "nats-server "+name, bin,
+			"-js", "-sd", filepath.Join(dir, name), "-a", "127.0.0.1", "-p", strconv.Itoa(clientPorts[i]),
+			"--server_name", name, "--cluster_name", "wptest",
+			"--cluster", fmt.Sprintf("nats://127.0.0.1:%d", routePorts[i]), "--routes", strings.Join(routes, ",")))
+		c.URLs = append(c.URLs, fmt.Sprintf("nats://127.0.0.1:%d", clientPorts[i]))
+	}
+	for _, d := range c.nodes {
+		d.Start()
+	}
+	for i := range c.nodes {
+		c.nodes[i].WaitTCP(strings.TrimPrefix(c.URLs[i], "nats://"))
+	}
+	return c
+}
+
+// URL returns every node's client URL, comma-separated.
+func (c *NATSCluster) URL() string { return strings.Join(c.URLs, ",") }
+
+// Kill ends node i with SIGKILL and waits for it to exit.
+func (c *NATSCluster) Kill(i int) { c.nodes[i].Kill() }
+
+// Restart starts node i again, with the same ports and store, and waits
+// until it accepts clients.
+func (c *NATSCluster) Restart(i int) {
+	c.nodes[i].t.Helper()
+	c.nodes[i].Start()
+	c.nodes[i].WaitTCP(strings.TrimPrefix(c.URLs[i], "nats://"))
+}
+
+// FreePort returns a loopback TCP port nobody listened on a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }

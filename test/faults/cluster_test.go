@@ -9,6 +9,7 @@ import (
 
 	"github.com/waypointhq/waypoint/bus"
 	"github.com/waypointhq/waypoint/devnet"
+	"github.com/waypointhq/waypoint/internal/testsupport"
 	"github.com/waypointhq/waypoint/sink"
 )
 
@@ -25,24 +26,24 @@ func clusterWorkload(seed uint64) devnet.Options {
 // learnt from the cluster, the stream keeps its quorum, and Postgres must
 // end equal to the simulator.
 func TestFaultClusterNodeKill(t *testing.T) {
-	c := startNATSCluster(t, 3)
+	c := testsupport.StartNATSCluster(t, 3)
 	pl := newPipeline(t, clusterWorkload(101), "")
 	pl.replicas = 3
-	pl.startIngest(c.urls[0])
-	pl.startSink(c.urls[1], 1)
-	pl.startSink(c.urls[2], 1)
+	pl.startIngest(c.URLs[0])
+	pl.startSink(c.URLs[1], 1)
+	pl.startSink(c.URLs[2], 1)
 	pl.stableFor = 45 * time.Second
 
 	pl.waitWriting(60 * time.Second)
 	for _, node := range []int{1, 0} {
-		c.nodes[node].kill()
+		c.Kill(node)
 		time.Sleep(2 * time.Second)
-		c.restart(t, node)
+		c.Restart(node)
 		time.Sleep(time.Second)
 	}
 	healed := time.Now()
-	if cmp := pl.converge("cluster: SIGKILL node 2, then node 1", healed, 90*time.Second, c.url()); len(cmp.Mismatches) > 0 {
-		logConsumers(t, pl, c.url())
+	if cmp := pl.converge("cluster: SIGKILL node 2, then node 1", healed, 90*time.Second, c.URL()); len(cmp.Mismatches) > 0 {
+		logConsumers(t, pl, c.URL())
 	}
 	checkReplicas(t, pl, c, 3)
 }
@@ -52,37 +53,37 @@ func TestFaultClusterNodeKill(t *testing.T) {
 // nodes' stores, every component reconnects on its own, and nothing is
 // lost.
 func TestFaultClusterRestart(t *testing.T) {
-	c := startNATSCluster(t, 3)
+	c := testsupport.StartNATSCluster(t, 3)
 	pl := newPipeline(t, clusterWorkload(103), "")
 	pl.replicas = 3
-	pl.startIngest(c.urls[0])
-	pl.startSink(c.urls[1], 1)
-	pl.startSink(c.urls[2], 1)
+	pl.startIngest(c.URLs[0])
+	pl.startSink(c.URLs[1], 1)
+	pl.startSink(c.URLs[2], 1)
 	pl.stableFor = 45 * time.Second
 
 	pl.waitWriting(60 * time.Second)
 	time.Sleep(time.Second)
-	for _, d := range c.nodes {
-		d.kill()
+	for i := range c.URLs {
+		c.Kill(i)
 	}
 	time.Sleep(time.Second)
-	for i := range c.nodes {
-		c.restart(t, i)
+	for i := range c.URLs {
+		c.Restart(i)
 	}
 	healed := time.Now()
-	if cmp := pl.converge("cluster: SIGKILL all 3 nodes, restart", healed, 120*time.Second, c.url()); len(cmp.Mismatches) > 0 {
-		logConsumers(t, pl, c.url())
+	if cmp := pl.converge("cluster: SIGKILL all 3 nodes, restart", healed, 120*time.Second, c.URL()); len(cmp.Mismatches) > 0 {
+		logConsumers(t, pl, c.URL())
 	}
 	checkReplicas(t, pl, c, 3)
 }
 
 // checkReplicas asserts that the stream still has n replicas, all of them
 // current, so the run did not pass by silently dropping to fewer copies.
-func checkReplicas(t *testing.T, pl *pipeline, c *natsCluster, n int) {
+func checkReplicas(t *testing.T, pl *pipeline, c *testsupport.NATSCluster, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := openBus(ctx, c.url(), "audit", pl.replicas)
+	b, err := openBus(ctx, c.URL(), "audit", pl.replicas)
 	if err != nil {
 		t.Fatal(err)
 	}

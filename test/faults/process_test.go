@@ -5,16 +5,12 @@ package faults
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -25,139 +21,18 @@ import (
 	"github.com/waypointhq/waypoint/sink"
 )
 
-// freePort returns a loopback TCP port nobody listened on a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// daemon is an external server process the test can SIGKILL and start
-// again with the same arguments (and so the same ports and data).
-type daemon struct {
-	t    testing.TB
-	name string
-	bin  string
-	args []string
-	log  string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func (d *daemon) start() {
-	d.t.Helper()
-	f, err := os.OpenFile(d.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	cmd := exec.Command(d.bin, d.args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		d.t.Fatalf("start %s: %v", d.name, err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); _ = f.Close(); close(done) }()
-	d.cmd, d.done = cmd, done
-}
-
-// kill ends the process with SIGKILL, by its PID, and waits for it.
-func (d *daemon) kill() {
-	if d.cmd == nil {
-		return
-	}
-	_ = syscall.Kill(d.cmd.Process.Pid, syscall.SIGKILL)
-	<-d.done
-	d.cmd = nil
-}
-
-func (d *daemon) logTail() string {
-	b, _ := os.ReadFile(d.log)
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return string(b)
-}
-
-// waitTCP waits until addr accepts connections.
-func waitTCP(t testing.TB, addr string, d *daemon) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			_ = c.Close()
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s did not listen on %s within 20s:\n%s", d.name, addr, d.logTail())
-}
-
-// natsCluster is a JetStream cluster of nats-server processes on
-// loopback, each with its own store directory and server name.
-type natsCluster struct {
-	nodes []*daemon
-	urls  []string
-}
-
-func startNATSCluster(t testing.TB, n int) *natsCluster {
-	t.Helper()
-	bin := testsupport.NATSServerBin(t)
-	dir := t.TempDir()
-	clientPorts, routePorts := make([]int, n), make([]int, n)
-	var routes []string
-	for i := range n {
-		clientPorts[i], routePorts[i] = freePort(t), freePort(t)
-		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", routePorts[i]))
-	}
-	c := &natsCluster{}
-	for i := range n {
-		name := fmt.Sprintf("n%d", i+1)
-		d := &daemon{t: t, name: "nats-server " + name, bin: bin, log: filepath.Join(dir, name+".log"), args: []string{
-			"-js", "-sd", filepath.Join(dir, name), "-a", "127.0.0.1", "-p", strconv.Itoa(clientPorts[i]),
-			"--server_name", name, "--cluster_name", "wpfaults",
-			"--cluster", fmt.Sprintf("nats://127.0.0.1:%d", routePorts[i]), "--routes", strings.Join(routes, ","),
-		}}
-		c.nodes = append(c.nodes, d)
-		c.urls = append(c.urls, fmt.Sprintf("nats://127.0.0.1:%d", clientPorts[i]))
-	}
-	for _, d := range c.nodes {
-		d.start()
-		t.Cleanup(d.kill)
-	}
-	for i, d := range c.nodes {
-		waitTCP(t, strings.TrimPrefix(c.urls[i], "nats://"), d)
-	}
-	return c
-}
-
-func (c *natsCluster) url() string { return strings.Join(c.urls, ",") }
-
-// restart starts node i again and waits for it to accept clients.
-func (c *natsCluster) restart(t testing.TB, i int) {
-	t.Helper()
-	c.nodes[i].start()
-	waitTCP(t, strings.TrimPrefix(c.urls[i], "nats://"), c.nodes[i])
-}
-
 // privateRedis starts a redis-server of the test's own, with no
 // persistence, so the test may kill it and bring it back empty.
-func privateRedis(t testing.TB) (*daemon, string) {
+func privateRedis(t testing.TB) (*testsupport.Daemon, string) {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server binary: %v", err)
 	}
-	port := freePort(t)
-	d := &daemon{t: t, name: "redis-server", bin: bin, log: filepath.Join(t.TempDir(), "redis.log"),
-		args: []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"}}
-	d.start()
-	t.Cleanup(d.kill)
-	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", port), d)
+	port := testsupport.FreePort(t)
+	d := testsupport.NewDaemon(t, "redis-server", bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	d.Start()
+	d.WaitTCP(fmt.Sprintf("127.0.0.1:%d", port))
 	return d, fmt.Sprintf("redis://127.0.0.1:%d/0", port)
 }
 

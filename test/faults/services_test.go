@@ -47,10 +47,10 @@ func TestFaultRedisLost(t *testing.T) {
 	pl.startBackfill()
 	pl.enqueueAll()
 	time.Sleep(2 * time.Second)
-	redisd.kill()
+	redisd.Kill()
 	time.Sleep(2 * time.Second)
-	redisd.start()
-	waitTCP(t, redisURL[len("redis://"):len(redisURL)-2], redisd)
+	redisd.Start()
+	redisd.WaitTCP(redisURL[len("redis://") : len(redisURL)-2])
 	n, err := pl.rdb.DBSize(context.Background()).Result()
 	if err != nil || n != 0 {
 		t.Fatalf("restarted redis has %d keys (%v), want an empty one", n, err)
