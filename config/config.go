@@ -121,6 +121,11 @@ type Sink struct {
 	Replicas       int `toml:"replicas"`
 	BatchSize      int `toml:"batch_size"`
 	BatchTimeoutMS int `toml:"batch_timeout_ms"`
+	// MaxBatchMB bounds the payload of one write transaction; MaxPulledMB
+	// the payload a process holds pulled from the stream and not yet
+	// committed, across all its partitions.
+	MaxBatchMB  int `toml:"max_batch_mb"`
+	MaxPulledMB int `toml:"max_pulled_mb"`
 	// Validate is off, hash or full (see message.ParseMode).
 	Validate string `toml:"validate"`
 }
@@ -173,7 +178,7 @@ func Default() Config {
 			Replicas:   1,
 		},
 		Log:      Log{Level: "info", Format: "text"},
-		Sink:     Sink{Replicas: 1, BatchSize: 1000, BatchTimeoutMS: 100, Validate: "hash"},
+		Sink:     Sink{Replicas: 1, BatchSize: 1000, BatchTimeoutMS: 100, MaxBatchMB: 32, MaxPulledMB: 128, Validate: "hash"},
 		Backfill: Backfill{Concurrency: 50, BatchSize: 50, PageSize: 1000},
 		Metrics:  Metrics{Addr: "127.0.0.1:9090"},
 	}

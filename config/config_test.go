@@ -34,6 +34,8 @@ func TestLoadDefaults(t *testing.T) {
 		"hub.url":             {got.Hub.URL, "127.0.0.1:3383"},
 		"hub.network":         {got.Hub.Network, "mainnet"},
 		"hub.max_receive_mb":  {got.Hub.MaxReceiveMB, 64},
+		"sink.max_batch_mb":   {got.Sink.MaxBatchMB, 32},
+		"sink.max_pulled_mb":  {got.Sink.MaxPulledMB, 128},
 		"nats.stream":         {got.NATS.Stream, "WAYPOINT_EVENTS"},
 		"nats.partitions":     {got.NATS.Partitions, 16},
 		"nats.replicas":       {got.NATS.Replicas, 1},

@@ -167,6 +167,21 @@ func (*sinkCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) e
 	return runSink(ctx, cfg, log, nil, o)
 }
 
+// sinkOptions maps the [sink] section (and what it shares with other
+// sections) onto sink.Options; the caller adds the connections.
+func sinkOptions(cfg *config.Config) sink.Options {
+	return sink.Options{
+		DedupePrefix:   cfg.Redis.KeyPrefix + "sink:seen:",
+		Replicas:       cfg.Sink.Replicas,
+		BatchSize:      cfg.Sink.BatchSize,
+		BatchTimeout:   time.Duration(cfg.Sink.BatchTimeoutMS) * time.Millisecond,
+		MaxBatchBytes:  cfg.Sink.MaxBatchMB << 20,
+		MaxPulledBytes: cfg.Sink.MaxPulledMB << 20,
+		Validate:       validationMode(cfg),
+		Network:        network(cfg),
+	}
+}
+
 // runSink drains the stream into Postgres with sink.replicas replicas and,
 // when Redis is configured, works the backfill queue in the same process.
 // b is an already open bus (waypoint start shares its embedded server), or
@@ -199,23 +214,12 @@ func runSink(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus.B
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return sink.Run(gctx, sink.Options{
-			Bus:           b,
-			Pool:          pool,
-			Redis:         rdb,
-			DedupePrefix:  cfg.Redis.KeyPrefix + "sink:seen:",
-			Replicas:      cfg.Sink.Replicas,
-			BatchSize:     cfg.Sink.BatchSize,
-			BatchTimeout:  time.Duration(cfg.Sink.BatchTimeoutMS) * time.Millisecond,
-			Validate:      validationMode(cfg),
-			Network:       network(cfg),
-			WriterOptions: append(writerOptions(cfg, log), sink.WithMetrics(o.metrics, "sink")),
-			Logger:        log.With("component", "sink"),
-
-			TracerProvider: tp,
-			Propagator:     prop,
-			Metrics:        o.metrics,
-		})
+		so := sinkOptions(cfg)
+		so.Bus, so.Pool, so.Redis = b, pool, rdb
+		so.WriterOptions = append(writerOptions(cfg, log), sink.WithMetrics(o.metrics, "sink"))
+		so.Logger = log.With("component", "sink")
+		so.TracerProvider, so.Propagator, so.Metrics = tp, prop, o.metrics
+		return sink.Run(gctx, so)
 	})
 	// Casts are embedded inline; putting their vectors into the HNSW index
 	// is slower than the writer, so it runs beside it and catches up.
