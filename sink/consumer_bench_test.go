@@ -2,7 +2,6 @@ package sink
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -10,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/waypointhq/waypoint/bus"
+	"github.com/waypointhq/waypoint/internal/testsupport"
 	"github.com/waypointhq/waypoint/message"
 )
 
@@ -41,8 +42,16 @@ func BenchmarkSinkEndToEnd(b *testing.B) {
 		}
 		b.ReportMetric(float64(len(w.events)*b.N)/total.Seconds(), "msgs/s")
 	})
-	for _, n := range []int{1, 2, 4} {
-		b.Run(fmt.Sprintf("replicas=%d", n), func(b *testing.B) {
+	// cluster=3 runs two replicas against one node of a three-node cluster
+	// with the stream at three replicas, so every publish and ack is
+	// replicated.
+	for _, c := range []struct {
+		name     string
+		replicas int
+		cluster  bool
+	}{{"replicas=1", 1, false}, {"replicas=2", 2, false}, {"replicas=4", 4, false}, {"cluster=3/replicas=2", 2, true}} {
+		n := c.replicas
+		b.Run(c.name, func(b *testing.B) {
 			w := newWorkload(b, 1, benchFIDs)
 			msgs := make([]*nats.Msg, len(w.events))
 			for i, ev := range w.events {
@@ -52,7 +61,12 @@ func BenchmarkSinkEndToEnd(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				bs := openTestBus(b)
+				var bs *bus.Bus
+				if c.cluster {
+					bs = openClusterBus(b, testsupport.StartNATSCluster(b, 3).URLs[i%3], "bench")
+				} else {
+					bs = openTestBus(b)
+				}
 				pool := migratedPool(b)
 				publish(b, bs, msgs...)
 				opts := testOptions(bs, pool)

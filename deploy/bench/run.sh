@@ -13,6 +13,8 @@ eval "$(deploy/local/services.sh env)"
 # messages (about 3 minutes on 2 cores); a smaller size set in the
 # environment shows in its fid-msgs column.
 export WAYPOINT_BENCH_BIG_FID_MESSAGES=${WAYPOINT_BENCH_BIG_FID_MESSAGES:-1000000}
+# Tracing on vs off alternates rounds; three per side keep it near a minute.
+export WAYPOINT_BENCH_ROUNDS=${WAYPOINT_BENCH_ROUNDS:-3}
 
 # package | benchmark regexp | -benchtime | what it measures
 plan=(
@@ -24,7 +26,11 @@ plan=(
 	"./ingest|BenchmarkIngest$|1x|ingest vs bare async publish (same run)"
 	"./ingest|BenchmarkReceive|20000x|raw-bytes codec vs decode and re-encode"
 	"./sink|BenchmarkWriterVsCeiling|3x|writer vs raw COPY ceiling (same run)"
-	"./sink|BenchmarkSinkEndToEnd|2x|JetStream -> sink -> Postgres, by replicas"
+	"./sink|BenchmarkCopyIndexCost|3x|COPY into the indexed live tables vs the ceiling (same run)"
+	"./sink|BenchmarkIndexer|3x|HNSW indexer"
+	"./sink|BenchmarkSinkEndToEnd|2x|JetStream -> sink -> Postgres, by replicas and on a 3-node cluster"
+	"./sink|BenchmarkSinkLatency|1x|publish-to-commit latency at a steady 1,000 events/s"
+	"./ingest|BenchmarkIngestTracing|1x|ingest with tracing on at default sampling vs off (same run)"
 	"./backfill|BenchmarkBackfillSimulatorToPostgres|1x|simulator -> backfill workers -> Postgres (vs the writer alone)"
 	"./backfill|BenchmarkBackfillBigFID|1x|one FID with 1M casts: worker peak RSS (target <= 200 MB) and rate"
 	"./backfill|BenchmarkQueue|2000x|Redis queue operations"
