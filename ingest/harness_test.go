@@ -177,13 +177,7 @@ func waitCheckpoints(t testing.TB, in *Ingester, want map[uint32]uint64, timeout
 	deadline := time.Now().Add(timeout)
 	for {
 		st := in.Stats()
-		done := len(st.Shards) == len(want)
-		for _, s := range st.Shards {
-			if !s.HasCheckpoint || s.Checkpoint < want[s.Shard] {
-				done = false
-			}
-		}
-		if done {
+		if reached(st, want) {
 			return
 		}
 		if time.Now().After(deadline) {

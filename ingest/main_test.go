@@ -44,6 +44,9 @@ func TestMain(m *testing.M) {
 	if n := os.Getenv(devnetChildEnv); n != "" {
 		os.Exit(devnetMain(n))
 	}
+	if spec := os.Getenv(rssChildEnv); spec != "" {
+		os.Exit(rssChildMain(spec))
+	}
 	os.Exit(m.Run())
 }
 
