@@ -11,14 +11,22 @@ import (
 	"github.com/waypointhq/waypoint/devnet"
 )
 
+// testDuplicateWindow is the crash tests' duplicate window: long enough for
+// the server to store what a killed run had sent, far shorter than the
+// pauses before some restarts.
+const testDuplicateWindow = 500 * time.Millisecond
+
 // TestKillAndRestart kills ingest at random points, in-process: its
 // context is cancelled and, at the same moment, its NATS connection is cut
 // without flushing, so whatever it buffered or had in flight is lost, as
 // in a crash. Each restart resumes from the last saved checkpoint; at the
-// end the stream must hold every event exactly once and in order.
+// end the stream must hold every event exactly once and in order. Every
+// third restart waits out the stream's duplicate window first, so what the
+// killed run stored after its checkpoint must be found by reading the
+// stream back, not by the server's deduplication.
 func TestKillAndRestart(t *testing.T) {
 	const runs = 24
-	e := newEnv(t, devnet.Options{Seed: 11, FIDs: 400, Preload: 40000, Rate: 3000, Duration: 4 * time.Second}, bus.Options{})
+	e := newEnv(t, devnet.Options{Seed: 11, FIDs: 400, Preload: 40000, Rate: 3000, Duration: 4 * time.Second}, bus.Options{DuplicateWindow: testDuplicateWindow})
 	rng := rand.New(rand.NewPCG(3, 4))
 	var restarts, published uint64
 	for run := range runs {
@@ -52,6 +60,9 @@ func TestKillAndRestart(t *testing.T) {
 			published += s.Published
 		}
 		restarts++
+		if run%3 == 0 {
+			time.Sleep(2 * testDuplicateWindow)
+		}
 	}
 
 	// A final, undisturbed run to the end of the workload.
@@ -79,10 +90,11 @@ func TestKillAndRestart(t *testing.T) {
 
 // TestSIGKILL runs ingest as a separate process and kills it with SIGKILL
 // while it publishes, several times; a final run must leave the stream
-// with every event exactly once and in order.
+// with every event exactly once and in order. Each restart waits out the
+// duplicate window first (see TestKillAndRestart).
 func TestSIGKILL(t *testing.T) {
 	const kills = 4
-	e := newEnv(t, devnet.Options{Seed: 13, FIDs: 400, Preload: 60000, Rate: 2000, Duration: 5 * time.Second}, bus.Options{})
+	e := newEnv(t, devnet.Options{Seed: 13, FIDs: 400, Preload: 60000, Rate: 2000, Duration: 5 * time.Second}, bus.Options{DuplicateWindow: testDuplicateWindow})
 	rng := rand.New(rand.NewPCG(5, 6))
 	ctx := context.Background()
 	progress := func() uint64 {
@@ -117,6 +129,7 @@ func TestSIGKILL(t *testing.T) {
 		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 			t.Fatalf("kill %d: child ended with %v, not by SIGKILL", k, err)
 		}
+		time.Sleep(2 * testDuplicateWindow)
 	}
 
 	b := e.client(t, nil)

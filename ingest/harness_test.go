@@ -100,7 +100,8 @@ func (k *killDialer) kill() {
 // process would.
 func (e *env) client(t testing.TB, d *killDialer) *bus.Bus {
 	t.Helper()
-	o := bus.Options{URL: e.srv.ClientURL(), Stream: e.srv.StreamName(), Partitions: e.srv.Partitions(), Logger: testLogger(t), PublishTimeout: 5 * time.Second}
+	o := bus.Options{URL: e.srv.ClientURL(), Stream: e.srv.StreamName(), Partitions: e.srv.Partitions(), Logger: testLogger(t), PublishTimeout: 5 * time.Second,
+		DuplicateWindow: e.dupWindow(t)}
 	if d != nil {
 		o.ConnOptions = []nats.Option{nats.SetCustomDialer(d), nats.ReconnectWait(20 * time.Millisecond)}
 	}
@@ -111,6 +112,19 @@ func (e *env) client(t testing.TB, d *killDialer) *bus.Bus {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// dupWindow is the stream's duplicate window, which clients keep when they
+// open the stream again.
+func (e *env) dupWindow(t testing.TB) time.Duration {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	info, err := e.srv.StreamInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Config.Duplicates
 }
 
 func (e *env) options(b *bus.Bus) Options {
