@@ -44,52 +44,81 @@ type rssResult struct {
 // way `waypoint ingest` runs without nats.url, in a child process of its
 // own, and reports that process's peak RSS (its own VmHWM: a parent's
 // rusage of a child would carry the test binary's peak over the exec).
+// It runs twice: with the Go runtime's defaults, and with the soft memory
+// limit ARCHITECTURE.md recommends for an embedded-server ingest
+// (GOMEMLIMIT, set on the ingest process only).
 //
 // WAYPOINT_BENCH_RSS_EVENTS scales the backlog down for quick runs;
 // WAYPOINT_BENCH_HEAPPROFILE=file writes the child's heap profile at the
-// end of the replay, when the server's indexes are largest.
+// end of the replay.
 func BenchmarkIngestBacklogRSS(b *testing.B) {
 	addr, _, last, total := benchBacklog(b, benchEnvInt(b, "WAYPOINT_BENCH_RSS_EVENTS", 1000000))
+	for _, limit := range []string{"", embeddedMemLimit} {
+		name := "runtime-defaults"
+		if limit != "" {
+			name = "GOMEMLIMIT=" + limit
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				job := rssJob{Hub: addr, StoreDir: b.TempDir(), Last: last, HeapProfile: os.Getenv("WAYPOINT_BENCH_HEAPPROFILE")}
+				res := runRSSChild(b, job, limit)
+				if res.Stored != uint64(total) {
+					b.Fatalf("stream holds %d messages after the replay, want %d", res.Stored, total)
+				}
+				b.ReportMetric(mb(res.VmHWM), "peak-rss-MB")
+				b.ReportMetric(mb(res.Heap), "peak-heap-MB")
+				b.ReportMetric(float64(total)/res.Seconds, "events/s")
+				b.Logf("%d events (%.0f MB stored) replayed into the embedded server in %.1f s: peak RSS (VmHWM) %.1f MB, peak heap %.1f MB",
+					total, mb(res.Bytes), res.Seconds, mb(res.VmHWM), mb(res.Heap))
+			}
+		})
+	}
+}
+
+// embeddedMemLimit is the soft memory limit documented for an ingest that
+// runs the embedded server.
+const embeddedMemLimit = "120MiB"
+
+// runRSSChild runs the replay in a child process, with GOMEMLIMIT=limit
+// unless limit is empty, and returns its result.
+func runRSSChild(b *testing.B, job rssJob, limit string) rssResult {
+	b.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		b.Fatal(err)
 	}
-	for b.Loop() {
-		job := rssJob{Hub: addr, StoreDir: b.TempDir(), Last: last, HeapProfile: os.Getenv("WAYPOINT_BENCH_HEAPPROFILE")}
-		spec, err := json.Marshal(job)
-		if err != nil {
-			b.Fatal(err)
-		}
-		cmd := exec.Command(exe)
-		cmd.Env = append(os.Environ(), rssChildEnv+"="+string(spec))
-		cmd.Stderr = os.Stderr
-		out, err := cmd.Output()
-		if err != nil {
-			b.Fatalf("ingest child: %v", err)
-		}
-		var res rssResult
-		found := false
-		sc := bufio.NewScanner(bytes.NewReader(out))
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), "RESULT "); ok {
-				if err := json.Unmarshal([]byte(v), &res); err != nil {
-					b.Fatalf("ingest child result %q: %v", v, err)
-				}
-				found = true
-			}
-		}
-		if !found {
-			b.Fatalf("ingest child printed no result: %q", out)
-		}
-		if res.Stored != uint64(total) {
-			b.Fatalf("stream holds %d messages after the replay, want %d", res.Stored, total)
-		}
-		b.ReportMetric(mb(res.VmHWM), "peak-rss-MB")
-		b.ReportMetric(mb(res.Heap), "peak-heap-MB")
-		b.ReportMetric(float64(total)/res.Seconds, "events/s")
-		b.Logf("%d events (%.0f MB stored) replayed into the embedded server in %.1f s: peak RSS (VmHWM) %.1f MB, peak heap %.1f MB",
-			total, mb(res.Bytes), res.Seconds, mb(res.VmHWM), mb(res.Heap))
+	spec, err := json.Marshal(job)
+	if err != nil {
+		b.Fatal(err)
 	}
+	cmd := exec.Command(exe)
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GOMEMLIMIT=") {
+			env = append(env, kv)
+		}
+	}
+	if limit != "" {
+		env = append(env, "GOMEMLIMIT="+limit)
+	}
+	cmd.Env = append(env, rssChildEnv+"="+string(spec))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		b.Fatalf("ingest child: %v", err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "RESULT "); ok {
+			var res rssResult
+			if err := json.Unmarshal([]byte(v), &res); err != nil {
+				b.Fatalf("ingest child result %q: %v", v, err)
+			}
+			return res
+		}
+	}
+	b.Fatalf("ingest child printed no result: %q", out)
+	return rssResult{}
 }
 
 // rssChildMain runs ingest with an embedded server until every shard's
