@@ -456,6 +456,17 @@ func TestPositions(t *testing.T) {
 			}
 		})
 	}
+	// CreatePosition never replaces a position another instance saved.
+	first := Position{Seq: 9, HasSeq: true}
+	if ok, err := b.CreatePosition(ctx, 6, first); err != nil || !ok {
+		t.Fatalf("create on a new key: %v %v", ok, err)
+	}
+	if ok, err := b.CreatePosition(ctx, 6, Position{Seq: 99, HasSeq: true}); err != nil || ok {
+		t.Fatalf("create on an existing key: %v %v", ok, err)
+	}
+	if got, _, err := b.LoadPosition(ctx, 6); err != nil || got != first {
+		t.Fatalf("after a second create: %+v %v", got, err)
+	}
 	for _, bad := range []string{"1:x", "x:1", ""} {
 		if _, err := kv.PutString(ctx, "WAYPOINT_EVENTS.shard.5", bad); err != nil {
 			t.Fatal(err)

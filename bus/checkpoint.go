@@ -89,6 +89,19 @@ func (b *Bus) SavePosition(ctx context.Context, shard uint32, p Position) error 
 	return nil
 }
 
+// CreatePosition records p as the shard's position unless it already has
+// one (another instance may have saved it meanwhile); ok is false then.
+func (b *Bus) CreatePosition(ctx context.Context, shard uint32, p Position) (ok bool, err error) {
+	key := b.checkpointKey(shard)
+	if _, err := b.kv.Create(ctx, key, []byte(p.String())); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return false, nil
+		}
+		return false, fmt.Errorf("bus: create checkpoint %s=%s: %w", key, p, err)
+	}
+	return true, nil
+}
+
 // LoadCheckpoint returns the shard's saved checkpoint: the highest event id
 // whose publish, and every earlier one, the server acknowledged. ok is false
 // when the shard has none yet.

@@ -346,13 +346,32 @@ func (p *pipeline) readBack(ctx context.Context) error {
 			return fmt.Errorf("read the stream's end: %w", err)
 		}
 		pos := bus.Position{Seq: info.State.LastSeq, HasSeq: true}
-		if err := b.SavePosition(ctx, s.id, pos); err != nil {
+		created, err := b.CreatePosition(ctx, s.id, pos)
+		if err != nil {
+			return err
+		}
+		if created {
+			s.mu.Lock()
+			s.seq, s.hasSeq = pos.Seq, true
+			s.mu.Unlock()
+			return nil
+		}
+		// Another instance saved a position since this one loaded
+		// none: continue from that one.
+		if pos, _, err = b.LoadPosition(ctx, s.id); err != nil {
 			return err
 		}
 		s.mu.Lock()
-		s.seq, s.hasSeq = pos.Seq, true
+		if pos.HasID && !s.st.HasCheckpoint {
+			s.st.Checkpoint, s.st.HasCheckpoint, s.st.SavedCheckpoint = pos.ID, true, pos.ID
+			s.saved = true
+		}
+		s.seq, s.hasSeq = pos.Seq, pos.HasSeq
+		seq, hasSeq, hasID, cp = s.seq, s.hasSeq, s.st.HasCheckpoint, s.st.Checkpoint
 		s.mu.Unlock()
-		return nil
+		if !hasSeq {
+			return nil
+		}
 	}
 	stored, err := b.StoredAfter(ctx, s.id, seq)
 	if err != nil {
