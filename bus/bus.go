@@ -15,12 +15,18 @@
 // losing data silently. MaxAge still expires messages, so it must exceed
 // the longest sink outage to be tolerated (7 days by default).
 //
-// The duplicate window (2h by default) must exceed the longest ingest
-// restart: a restarted ingest republishes the events after its last saved
-// checkpoint and the server drops those it already stored by Nats-Msg-Id.
-// The server indexes every message id inside the window (some 60-100 bytes
-// each), so the window times the event rate is server memory: about 100 MB
-// for a million events, which an embedded server adds to this process.
+// The duplicate window does not need to cover restarts: before publishing
+// from a checkpoint, ingest reads the stream back from the sequence saved
+// with it (see StoredAfter) and skips the events already stored. The window
+// only covers publishes still on their way to the server when that read
+// happens: those of a crashed client that an external server has yet to
+// process, and those of a pipeline abandoned after a failed publish. The
+// server indexes every message id inside the window (about 100 bytes each),
+// so the window times the event rate is server memory: a 2-hour window
+// held a whole 1M-event backlog replay, about 100 MB of heap, in an
+// embedded server's process. Hence the defaults: 2 minutes with an
+// external server (the server's own default), 5 seconds embedded, where a
+// crash of the process takes the server and everything in flight with it.
 //
 // # Partitions
 //
@@ -34,12 +40,13 @@
 //
 // A shard's checkpoint is the highest event id below which every publish
 // was acknowledged by the server. It lives in a JetStream key-value bucket
-// (waypoint_checkpoints), key "<stream>.shard.<n>", rather than being read
-// back from the stream: the stream is partitioned by FID, so finding a
-// shard's last event would mean scanning the tail of every partition, while
-// a KV read is one lookup. Ingest saves checkpoints periodically and on
-// shutdown, so after a crash the checkpoint lags by at most one save
-// interval; the duplicate window absorbs the republished events.
+// (waypoint_checkpoints), key "<stream>.shard.<n>", with a stream sequence
+// below which no newer event of the shard is stored (see Position): the
+// stream is partitioned by FID, so finding a shard's last event without it
+// would mean scanning the tail of every partition. Ingest saves checkpoints
+// periodically and on shutdown, so after a crash the checkpoint lags by at
+// most one save interval, and the read back from the saved sequence covers
+// about that much of the stream.
 package bus
 
 import (
@@ -64,7 +71,9 @@ const (
 	DefaultCheckpointBucket = "waypoint_checkpoints"
 	DefaultStoreDir         = "data/nats"
 	DefaultMaxAge           = 7 * 24 * time.Hour
-	DefaultDuplicateWindow  = 2 * time.Hour
+	DefaultDuplicateWindow  = 2 * time.Minute
+	// EmbeddedDuplicateWindow is the default with the embedded server.
+	EmbeddedDuplicateWindow = 5 * time.Second
 	DefaultPublishTimeout   = 30 * time.Second
 	DefaultMaxPending       = 1 << 16
 )
@@ -121,7 +130,9 @@ type Options struct {
 	// MaxBytes bounds the stream's size; zero or negative leaves it to the
 	// server's storage limit. Either way publishes fail when it is reached.
 	MaxBytes int64
-	// DuplicateWindow is how long the server remembers Nats-Msg-Id values.
+	// DuplicateWindow is how long the server remembers Nats-Msg-Id values
+	// (default DefaultDuplicateWindow, EmbeddedDuplicateWindow without a
+	// URL).
 	DuplicateWindow time.Duration
 	// CheckpointBucket is the key-value bucket holding ingest checkpoints.
 	CheckpointBucket string
@@ -203,6 +214,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.DuplicateWindow == 0 {
 		o.DuplicateWindow = DefaultDuplicateWindow
+		if o.URL == "" {
+			o.DuplicateWindow = EmbeddedDuplicateWindow
+		}
 	}
 	if o.DuplicateWindow < 0 {
 		return o, fmt.Errorf("bus: duplicate window must be positive, got %s", o.DuplicateWindow)

@@ -54,7 +54,7 @@ func TestOpenEmbeddedStream(t *testing.T) {
 	}
 	c := info.Config
 	if c.Name != DefaultStream || c.Storage != jetstream.FileStorage || c.Discard != jetstream.DiscardNew ||
-		c.Retention != jetstream.LimitsPolicy || c.Duplicates != DefaultDuplicateWindow || c.MaxAge != DefaultMaxAge ||
+		c.Retention != jetstream.LimitsPolicy || c.Duplicates != EmbeddedDuplicateWindow || c.MaxAge != DefaultMaxAge ||
 		c.Replicas != 1 || c.Metadata[MetadataPartitions] != "16" {
 		t.Fatalf("stream config: %+v", c)
 	}
@@ -419,5 +419,107 @@ func TestEmbeddedListenAddr(t *testing.T) {
 	}
 	if time.Since(start) > 10*time.Second {
 		t.Fatalf("port conflict took %s to report", time.Since(start))
+	}
+}
+
+func TestPositions(t *testing.T) {
+	b := openEmbedded(t, Options{})
+	ctx := ctxT(t)
+	kv, err := b.JetStream().KeyValue(ctx, DefaultCheckpointBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name  string
+		pos   Position
+		value string
+	}{
+		{"checkpoint and sequence", Position{ID: 1 << 40, HasID: true, Seq: 17, HasSeq: true}, "1099511627776:17"},
+		{"sequence before the first ack", Position{Seq: 0, HasSeq: true}, ":0"},
+		{"checkpoint alone, as older versions saved it", Position{ID: 5, HasID: true}, "5"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := b.SavePosition(ctx, 4, c.pos); err != nil {
+				t.Fatal(err)
+			}
+			if e, err := kv.Get(ctx, "WAYPOINT_EVENTS.shard.4"); err != nil || string(e.Value()) != c.value {
+				t.Fatalf("bucket entry: %v %v, want %q", e, err, c.value)
+			}
+			got, ok, err := b.LoadPosition(ctx, 4)
+			if err != nil || !ok || got != c.pos {
+				t.Fatalf("load: %+v %v %v, want %+v", got, ok, err, c.pos)
+			}
+			id, ok, err := b.LoadCheckpoint(ctx, 4)
+			if err != nil || ok != c.pos.HasID || id != c.pos.ID {
+				t.Fatalf("load checkpoint: %d %v %v", id, ok, err)
+			}
+		})
+	}
+	// CreatePosition never replaces a position another instance saved.
+	first := Position{Seq: 9, HasSeq: true}
+	if ok, err := b.CreatePosition(ctx, 6, first); err != nil || !ok {
+		t.Fatalf("create on a new key: %v %v", ok, err)
+	}
+	if ok, err := b.CreatePosition(ctx, 6, Position{Seq: 99, HasSeq: true}); err != nil || ok {
+		t.Fatalf("create on an existing key: %v %v", ok, err)
+	}
+	if got, _, err := b.LoadPosition(ctx, 6); err != nil || got != first {
+		t.Fatalf("after a second create: %+v %v", got, err)
+	}
+	for _, bad := range []string{"1:x", "x:1", ""} {
+		if _, err := kv.PutString(ctx, "WAYPOINT_EVENTS.shard.5", bad); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := b.LoadPosition(ctx, 5); err == nil {
+			t.Fatalf("value %q loaded", bad)
+		}
+	}
+}
+
+func TestStoredAfter(t *testing.T) {
+	b := openEmbedded(t, Options{})
+	ctx := ctxT(t)
+	// Two shards interleaved, as ingest publishes them.
+	seqs := map[uint32]map[uint64]uint64{1: {}, 2: {}}
+	for i := uint64(1); i <= 3000; i++ {
+		shard := uint32(1 + i%2)
+		ack, err := b.JetStream().PublishMsg(ctx, NewMsg(&Event{Shard: shard, ID: i << 8, FID: i % 50, HasFID: true, Data: []byte("x")}, b.Partitions()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs[shard][i<<8] = ack.Sequence
+	}
+	cases := []struct {
+		shard uint32
+		after uint64
+	}{{1, 0}, {2, 0}, {1, 2500}, {2, 2999}, {1, 3000}, {2, 10000}}
+	for _, c := range cases {
+		got, err := b.StoredAfter(ctx, c.shard, c.after)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[uint64]uint64{}
+		for id, seq := range seqs[c.shard] {
+			if seq > c.after {
+				want[id] = seq
+			}
+		}
+		if len(got) != len(want) {
+			t.Fatalf("shard %d after %d: %d events, want %d", c.shard, c.after, len(got), len(want))
+		}
+		for id, seq := range want {
+			if got[id] != seq {
+				t.Fatalf("shard %d after %d: event %d at %d, want %d", c.shard, c.after, id, got[id], seq)
+			}
+		}
+	}
+	// The reads leave no consumers behind.
+	info, err := b.StreamInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Consumers != 0 {
+		t.Fatalf("%d consumers left on the stream", info.State.Consumers)
 	}
 }

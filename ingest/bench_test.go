@@ -40,40 +40,12 @@ import (
 // server through its opt-in TCP listener instead of the in-process pipe.
 // WAYPOINT_BENCH_ROUNDS sets how many times each side runs (default 3).
 func BenchmarkIngest(b *testing.B) {
-	events := 200000
-	if v := os.Getenv("WAYPOINT_BENCH_EVENTS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			b.Fatalf("WAYPOINT_BENCH_EVENTS=%q", v)
-		}
-		events = n
-	}
-	addr := startDevnetProcess(b, events, 1)
-	hc, err := hub.Dial(context.Background(), addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer hc.Close()
+	events := benchEnvInt(b, "WAYPOINT_BENCH_EVENTS", 200000)
+	_, hc, last, total := benchBacklog(b, events)
 	ctx := context.Background()
-	last := map[uint32]uint64{}
-	total := 0
-	for _, s := range []uint32{1, 2} {
-		err := rawEvents(ctx, hc.Raw(), s, func(evs []*event) {
-			last[s] = evs[len(evs)-1].id
-			total += len(evs)
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
 	runtime.GC()
 
-	rounds := 3
-	if v := os.Getenv("WAYPOINT_BENCH_ROUNDS"); v != "" {
-		if rounds, err = strconv.Atoi(v); err != nil || rounds <= 0 {
-			b.Fatalf("WAYPOINT_BENCH_ROUNDS=%q", v)
-		}
-	}
+	rounds := benchEnvInt(b, "WAYPOINT_BENCH_ROUNDS", 3)
 	for b.Loop() {
 		// Rounds alternate ingest and the bare publish, and the best of
 		// each is kept: on a shared machine the best run is the one least
@@ -135,6 +107,44 @@ func BenchmarkIngest(b *testing.B) {
 		b.Logf("%d events, best of %d: ingest %.0f events/s, bare publish %.0f events/s, ratio %.2f; first ingest: heap peak %.1f MB (baseline %.1f MB), RSS peak %.1f MB, VmHWM %.1f MB",
 			total, rounds, best, bestCeiling, best/bestCeiling, mb(mem.heap), mb(base.heap), mb(mem.rss), mb(mem.hwm))
 	}
+}
+
+// benchEnvInt reads a positive count from the environment, def when unset.
+func benchEnvInt(b *testing.B, name string, def int) int {
+	b.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		b.Fatalf("%s=%q: want a positive number", name, v)
+	}
+	return n
+}
+
+// benchBacklog starts a simulator process preloaded with events and returns
+// a client of it, the last event id of each shard and the number of events
+// ingest will publish.
+func benchBacklog(b *testing.B, events int) (addr string, hc *hub.Client, last map[uint32]uint64, total int) {
+	b.Helper()
+	addr = startDevnetProcess(b, events, 1)
+	hc, err := hub.Dial(context.Background(), addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = hc.Close() })
+	last = map[uint32]uint64{}
+	for _, s := range []uint32{1, 2} {
+		err := rawEvents(context.Background(), hc.Raw(), s, func(evs []*event) {
+			last[s] = evs[len(evs)-1].id
+			total += len(evs)
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	return addr, hc, last, total
 }
 
 func perEvent(d time.Duration, n int) float64 { return float64(d.Microseconds()) / float64(n) }

@@ -39,15 +39,7 @@ func TestDroppedEventsRepaired(t *testing.T) {
 	o.FromID = u64(0)
 	gaps := &gapRecorder{}
 	o.GapHandler = gaps
-	in, stop := startIngest(t, o)
-	e.waitWorkload(t, 1, 2)
-	truth := truthAll(t, e, 1, 2)
-	waitCheckpoints(t, in, lastIDs(truth), 60*time.Second)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	checkExactlyOnce(t, readStream(t, e.srv), truth, nil)
-	st := sumStats(in)
+	st := sumStats(runToEnd(t, e, o))
 	if st.Repaired == 0 {
 		t.Fatal("no event was repaired: the drop fault did not happen or went unnoticed")
 	}
@@ -63,15 +55,7 @@ func TestUnavailableMidStream(t *testing.T) {
 	e := newEnv(t, devnet.Options{Seed: 19, FIDs: 200, Preload: 20000, Rate: 2000, Duration: time.Second, Faults: devnet.Faults{UnavailableEvery: 777}}, bus.Options{})
 	o := e.options(e.srv)
 	o.FromID = u64(0)
-	in, stop := startIngest(t, o)
-	e.waitWorkload(t, 1, 2)
-	truth := truthAll(t, e, 1, 2)
-	waitCheckpoints(t, in, lastIDs(truth), 60*time.Second)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	checkExactlyOnce(t, readStream(t, e.srv), truth, nil)
-	st := sumStats(in)
+	st := sumStats(runToEnd(t, e, o))
 	if st.Reconnects < 10 || st.Gaps != 0 || st.Duplicates != 0 {
 		t.Fatalf("stats %+v: want many reconnects, no gaps, nothing republished", st)
 	}
@@ -226,13 +210,7 @@ func TestUnrepairableGap(t *testing.T) {
 	o.Hub = hubc
 	gaps := &gapRecorder{}
 	o.GapHandler = gaps
-	in, stop := startIngest(t, o)
-	e.waitWorkload(t, 1, 2)
-	truth := truthAll(t, e, 1, 2)
-	waitCheckpoints(t, in, lastIDs(truth), 60*time.Second)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	_, truth := ingestAll(t, e, o)
 	stream := readStream(t, e.srv)
 	got := gaps.list()
 	if len(got) == 0 {

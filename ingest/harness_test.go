@@ -100,7 +100,8 @@ func (k *killDialer) kill() {
 // process would.
 func (e *env) client(t testing.TB, d *killDialer) *bus.Bus {
 	t.Helper()
-	o := bus.Options{URL: e.srv.ClientURL(), Stream: e.srv.StreamName(), Partitions: e.srv.Partitions(), Logger: testLogger(t), PublishTimeout: 5 * time.Second}
+	o := bus.Options{URL: e.srv.ClientURL(), Stream: e.srv.StreamName(), Partitions: e.srv.Partitions(), Logger: testLogger(t), PublishTimeout: 5 * time.Second,
+		DuplicateWindow: e.dupWindow(t)}
 	if d != nil {
 		o.ConnOptions = []nats.Option{nats.SetCustomDialer(d), nats.ReconnectWait(20 * time.Millisecond)}
 	}
@@ -111,6 +112,19 @@ func (e *env) client(t testing.TB, d *killDialer) *bus.Bus {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// dupWindow is the stream's duplicate window, which clients keep when they
+// open the stream again.
+func (e *env) dupWindow(t testing.TB) time.Duration {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	info, err := e.srv.StreamInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Config.Duplicates
 }
 
 func (e *env) options(b *bus.Bus) Options {
@@ -177,13 +191,7 @@ func waitCheckpoints(t testing.TB, in *Ingester, want map[uint32]uint64, timeout
 	deadline := time.Now().Add(timeout)
 	for {
 		st := in.Stats()
-		done := len(st.Shards) == len(want)
-		for _, s := range st.Shards {
-			if !s.HasCheckpoint || s.Checkpoint < want[s.Shard] {
-				done = false
-			}
-		}
-		if done {
+		if reached(st, want) {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -369,6 +377,66 @@ func lastIDs(truth map[uint32][]*pb.HubEvent) map[uint32]uint64 {
 	return m
 }
 
+// startKillable runs an ingester over a connection it can cut as in a
+// crash; kill does so, cancels the run and waits for it to return.
+func startKillable(t testing.TB, e *env, configure func(*Options)) (in *Ingester, kill func()) {
+	t.Helper()
+	d := &killDialer{}
+	b := e.client(t, d)
+	o := e.options(b)
+	o.FromID = u64(0)
+	o.ShutdownTimeout = 500 * time.Millisecond
+	configure(&o)
+	in, stop := startIngest(t, o)
+	return in, func() {
+		t.Helper()
+		d.kill()
+		b.Conn().Close()
+		// A killed run may end with an error; it only has to end.
+		if err := stop(); errors.Is(err, errNotStopped) {
+			t.Fatal(err)
+		}
+		_ = b.Close()
+	}
+}
+
+// finalRun runs ingest undisturbed to the end of the workload, checks that
+// the stream holds every event exactly once and in order, and returns how
+// many events it found already stored.
+func finalRun(t *testing.T, e *env) (dups uint64) {
+	t.Helper()
+	b := e.client(t, nil)
+	defer b.Close()
+	o := e.options(b)
+	o.FromID = u64(0)
+	return sumStats(runToEnd(t, e, o)).Duplicates
+}
+
+// runToEnd runs ingest with o to the end of the workload and checks that
+// the stream holds every event of both shards exactly once and in order.
+func runToEnd(t *testing.T, e *env, o Options) *Ingester {
+	t.Helper()
+	in, truth := ingestAll(t, e, o)
+	checkExactlyOnce(t, readStream(t, e.srv), truth, nil)
+	return in
+}
+
+// ingestAll runs ingest with o until it checkpointed the last event of
+// the workload on both shards, and returns the node's events.
+func ingestAll(t *testing.T, e *env, o Options) (*Ingester, map[uint32][]*pb.HubEvent) {
+	t.Helper()
+	in, stop := startIngest(t, o)
+	e.waitWorkload(t, 1, 2)
+	truth := truthAll(t, e, 1, 2)
+	waitCheckpoints(t, in, lastIDs(truth), 60*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	return in, truth
+}
+
+var errNotStopped = errors.New("ingest did not stop within 30s")
+
 // startIngest runs an ingester in the background; stop cancels it and
 // returns Run's error.
 func startIngest(t testing.TB, o Options) (in *Ingester, stop func() error) {
@@ -388,7 +456,7 @@ func startIngest(t testing.TB, o Options) (in *Ingester, stop func() error) {
 			select {
 			case runErr = <-done:
 			case <-time.After(30 * time.Second):
-				runErr = errors.New("ingest did not stop within 30s")
+				runErr = errNotStopped
 			}
 		})
 		return runErr

@@ -7,8 +7,10 @@
 // when the bound is reached it stops reading, so memory stays flat however
 // large the backlog. A shard's checkpoint only advances to the highest
 // event id below which every publish was acknowledged, and a restart
-// resumes at checkpoint+1; Nats-Msg-Id deduplication drops what was
-// published after the last saved checkpoint.
+// resumes at checkpoint+1. What was stored after the last saved checkpoint
+// is found by reading the stream back from the sequence saved with it, and
+// not published again; Nats-Msg-Id deduplication covers only what was still
+// on its way to the server at that moment.
 //
 // Events are held per block until the block is complete against its
 // BLOCK_CONFIRMED counts (BLOCK_CONFIRMED is the first event of its block),
@@ -280,8 +282,9 @@ type ShardStats struct {
 	Shard uint32
 	// Received counts events read from the node (including repairs).
 	Received uint64
-	// Published counts events the server acknowledged; Duplicates is the
-	// part it recognised as already stored.
+	// Published counts events the server acknowledged or that were found
+	// already in the stream; Duplicates is the part already stored
+	// (recognised by the server's duplicate window or by the read back).
 	Published  uint64
 	Duplicates uint64
 	// Checkpoint is the highest acknowledged event id (HasCheckpoint false

@@ -27,6 +27,7 @@ const (
 	helperHubEnv    = "WAYPOINT_INGEST_TEST_CHILD_HUB"
 	helperNATSEnv   = "WAYPOINT_INGEST_TEST_CHILD_NATS"
 	helperStreamEnv = "WAYPOINT_INGEST_TEST_CHILD_STREAM"
+	helperDupEnv    = "WAYPOINT_INGEST_TEST_CHILD_DUPLICATE_WINDOW"
 )
 
 // Environment of the simulator child process the benchmarks start, so that
@@ -43,6 +44,9 @@ func TestMain(m *testing.M) {
 	}
 	if n := os.Getenv(devnetChildEnv); n != "" {
 		os.Exit(devnetMain(n))
+	}
+	if spec := os.Getenv(rssChildEnv); spec != "" {
+		os.Exit(rssChildMain(spec))
 	}
 	os.Exit(m.Run())
 }
@@ -134,7 +138,12 @@ func childMain() int {
 		return 1
 	}
 	defer c.Close()
-	b, err := bus.Open(ctx, bus.Options{URL: os.Getenv(helperNATSEnv), Stream: os.Getenv(helperStreamEnv)})
+	dup, err := time.ParseDuration(os.Getenv(helperDupEnv))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	b, err := bus.Open(ctx, bus.Options{URL: os.Getenv(helperNATSEnv), Stream: os.Getenv(helperStreamEnv), DuplicateWindow: dup})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -167,6 +176,7 @@ func startChild(t *testing.T, e *env) *exec.Cmd {
 		helperHubEnv+"="+e.addr,
 		helperNATSEnv+"="+e.srv.ClientURL(),
 		helperStreamEnv+"="+e.srv.StreamName(),
+		helperDupEnv+"="+e.dupWindow(t).String(),
 	)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

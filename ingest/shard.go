@@ -53,6 +53,11 @@ type shard struct {
 	// saved: SavedCheckpoint holds a value written to (or read from) the
 	// bucket.
 	saved bool
+	// seq (when hasSeq) is a stream sequence below which no event of
+	// the shard newer than the checkpoint is stored: where a new pipeline
+	// reads the stream back from.
+	seq    uint64
+	hasSeq bool
 
 	// Only the run goroutine touches these.
 	repairBlock uint64
@@ -83,11 +88,12 @@ func (s *shard) run(ctx context.Context) error {
 	o := &s.in.opts
 	bo := newBackoff(o.MinBackoff, o.MaxBackoff)
 	for {
-		id, ok, err := o.Bus.LoadCheckpoint(ctx, s.id)
+		pos, _, err := o.Bus.LoadPosition(ctx, s.id)
 		if err == nil {
 			s.mu.Lock()
-			s.st.Checkpoint, s.st.HasCheckpoint, s.st.SavedCheckpoint = id, ok, id
-			s.saved = ok
+			s.st.Checkpoint, s.st.HasCheckpoint, s.st.SavedCheckpoint = pos.ID, pos.HasID, pos.ID
+			s.saved = pos.HasID
+			s.seq, s.hasSeq = pos.Seq, pos.HasSeq
 			s.mu.Unlock()
 			break
 		}
@@ -196,11 +202,12 @@ func (s *shard) save(ctx context.Context) error {
 	s.mu.Lock()
 	cp, ok, saved := s.st.Checkpoint, s.st.HasCheckpoint, s.st.SavedCheckpoint
 	unchanged := s.saved && cp == saved
+	pos := bus.Position{ID: cp, HasID: true, Seq: s.seq, HasSeq: s.hasSeq}
 	s.mu.Unlock()
 	if !ok || unchanged {
 		return nil
 	}
-	if err := s.in.opts.Bus.SaveCheckpoint(ctx, s.id, cp); err != nil {
+	if err := s.in.opts.Bus.SavePosition(ctx, s.id, pos); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -245,6 +252,8 @@ type pipeline struct {
 
 	// stalled: the last subscription ended by the stall watchdog.
 	stalled bool
+	// scanned: the stream was read back from the checkpoint (readBack).
+	scanned bool
 
 	mu      sync.Mutex
 	cancel  context.CancelCauseFunc // the current subscription's
@@ -315,6 +324,75 @@ func (p *pipeline) drain(timeout time.Duration) error {
 	return fmt.Errorf("publishes still unacknowledged after %s (%d in flight)", timeout, n)
 }
 
+// readBack finds the shard's events stored in the stream after the
+// checkpoint, which a crashed run or a failed pipeline published but did not
+// checkpoint, so that this pipeline skips them instead of relying on the
+// duplicate window. A shard without a position first records the stream's
+// end, so that even a crash before its first checkpoint is covered.
+func (p *pipeline) readBack(ctx context.Context) error {
+	s := p.s
+	b := s.in.opts.Bus
+	s.mu.Lock()
+	seq, hasSeq, hasID, cp := s.seq, s.hasSeq, s.st.HasCheckpoint, s.st.Checkpoint
+	s.mu.Unlock()
+	if !hasSeq {
+		if hasID {
+			// A checkpoint saved without a sequence: the duplicate
+			// window covers this start, acks give the next ones.
+			return nil
+		}
+		info, err := b.StreamInfo(ctx)
+		if err != nil {
+			return fmt.Errorf("read the stream's end: %w", err)
+		}
+		pos := bus.Position{Seq: info.State.LastSeq, HasSeq: true}
+		created, err := b.CreatePosition(ctx, s.id, pos)
+		if err != nil {
+			return err
+		}
+		if created {
+			s.mu.Lock()
+			s.seq, s.hasSeq = pos.Seq, true
+			s.mu.Unlock()
+			return nil
+		}
+		// Another instance saved a position since this one loaded
+		// none: continue from that one.
+		if pos, _, err = b.LoadPosition(ctx, s.id); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		if pos.HasID && !s.st.HasCheckpoint {
+			s.st.Checkpoint, s.st.HasCheckpoint, s.st.SavedCheckpoint = pos.ID, true, pos.ID
+			s.saved = true
+		}
+		s.seq, s.hasSeq = pos.Seq, pos.HasSeq
+		seq, hasSeq, hasID, cp = s.seq, s.hasSeq, s.st.HasCheckpoint, s.st.Checkpoint
+		s.mu.Unlock()
+		if !hasSeq {
+			return nil
+		}
+	}
+	stored, err := b.StoredAfter(ctx, s.id, seq)
+	if err != nil {
+		return err
+	}
+	a := p.a
+	a.scanFrom = seq
+	for id := range stored {
+		if hasID && id <= cp {
+			delete(stored, id)
+			continue
+		}
+		a.storedMax = max(a.storedMax, id)
+	}
+	if len(stored) > 0 {
+		a.stored = stored
+		s.log.Info("ingest: events after the checkpoint are already in the stream, not publishing them again", "events", len(stored), "checkpoint", cp, "up_to", a.storedMax)
+	}
+	return nil
+}
+
 // session runs one subscription, feeding p, until it fails, stalls or ctx
 // ends.
 func (s *shard) session(ctx context.Context, p *pipeline) error {
@@ -327,6 +405,12 @@ func (s *shard) session(ctx context.Context, p *pipeline) error {
 		return context.Cause(sctx)
 	}
 
+	if !p.scanned {
+		if err := p.readBack(sctx); err != nil {
+			return err
+		}
+		p.scanned = true
+	}
 	tr := p.tr
 	if tr.needsSeed() {
 		tr.seed(sctx)
@@ -549,6 +633,14 @@ func (s *shard) publish(ctx context.Context, a *acker, e *event) error {
 		e.endReceive()
 		return nil
 	}
+	if seq, ok := a.stored[e.id]; ok {
+		e.endReceive()
+		if err := s.in.lim.acquire(ctx, 0); err != nil {
+			return err
+		}
+		a.fifo <- pending{id: e.id, seq: seq}
+		return nil
+	}
 	lim := s.in.lim
 	if e.err != nil {
 		s.reportGap(ctx, Gap{Shard: s.id, Kind: GapUnpublishable, FromID: e.id, ToID: e.id + 1,
@@ -594,8 +686,10 @@ var publishKind = trace.WithSpanKind(trace.SpanKindProducer)
 
 // pending is a publish awaiting its ack, in publish order.
 type pending struct {
-	fut  jetstream.PubAckFuture // nil: nothing published (a reported gap)
-	id   uint64
+	fut jetstream.PubAckFuture // nil: nothing published (a reported gap, or seq set)
+	id  uint64
+	// seq is the stream sequence of an event found already stored.
+	seq  uint64
 	size int
 	typ  pb.HubEventType
 	// span is the publish span, ended with the ack; start is when the
@@ -613,6 +707,14 @@ type acker struct {
 	abort chan struct{}
 	fail  context.CancelCauseFunc
 	nc    *nats.Conn
+
+	// stored holds the events readBack found in the stream after
+	// scanFrom, by id, with their sequences; storedMax is the highest id.
+	// Until the checkpoint passes storedMax it keeps scanFrom as its
+	// sequence: those events may sit below the sequences of acks.
+	stored    map[uint64]uint64
+	storedMax uint64
+	scanFrom  uint64
 }
 
 // skip queues a placeholder so the checkpoint passes an event that was
@@ -675,18 +777,35 @@ func (a *acker) loop() {
 			m.PublishLatency.Observe(time.Since(p.start).Seconds())
 			m.EventsPublished.WithLabelValues(a.s.label, typeName(p.typ)).Inc()
 		}
-		a.s.acked(p.id, ack)
+		seq, hasSeq := p.seq, p.seq != 0
+		if ack != nil {
+			seq, hasSeq = ack.Sequence, true
+		}
+		if a.stored != nil && p.id < a.storedMax {
+			seq, hasSeq = a.scanFrom, true
+		}
+		a.s.acked(p.id, ack, p.seq != 0, seq, hasSeq)
 	}
 }
 
-func (s *shard) acked(id uint64, ack *jetstream.PubAck) {
+// acked moves the checkpoint to id. stored: the event was found in the
+// stream, not published. seq, when hasSeq, is the stream sequence to read
+// back from should a later run resume at this checkpoint.
+func (s *shard) acked(id uint64, ack *jetstream.PubAck, stored bool, seq uint64, hasSeq bool) {
 	s.mu.Lock()
 	s.st.Checkpoint, s.st.HasCheckpoint = id, true
-	if ack != nil {
+	if hasSeq {
+		s.seq, s.hasSeq = seq, true
+	}
+	switch {
+	case ack != nil:
 		s.st.Published++
 		if ack.Duplicate {
 			s.st.Duplicates++
 		}
+	case stored:
+		s.st.Published++
+		s.st.Duplicates++
 	}
 	s.mu.Unlock()
 }
