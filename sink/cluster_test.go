@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -139,4 +141,27 @@ func TestSinkClusterConcurrentStart(t *testing.T) {
 		t.Fatalf("two sinks took %v to start", d)
 	}
 	t.Logf("both sinks started in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestSinkClusterStartWithoutQuorum starts a sink while two of the three
+// nodes are down, so the cluster cannot create its consumers: New must
+// keep saying what it is waiting for rather than wait in silence.
+func TestSinkClusterStartWithoutQuorum(t *testing.T) {
+	c := testsupport.StartNATSCluster(t, 3)
+	b := openClusterBus(t, c.URLs[0], "sink")
+	pool := migratedPool(t)
+	c.Kill(1)
+	c.Kill(2)
+	var logs testsupport.SyncBuffer
+	opts := testOptions(b, pool)
+	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*setupAttemptTimeout)
+	defer cancel()
+	if _, err := New(ctx, opts); err == nil {
+		t.Fatal("a sink started on a cluster without quorum")
+	}
+	warnings := strings.Count(logs.String(), `msg="sink: create consumer sink-p0 failed, retrying"`)
+	if warnings < 2 {
+		t.Fatalf("%d warnings about the consumer New waited for, want at least 2; log:\n%s", warnings, logs.String())
+	}
 }
