@@ -1,7 +1,6 @@
 package hub_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -27,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/waypointhq/waypoint/hub"
+	"github.com/waypointhq/waypoint/internal/testsupport"
 	pb "github.com/waypointhq/waypoint/proto"
 )
 
@@ -135,7 +135,7 @@ func TestRetry(t *testing.T) {
 				}
 				return &pb.GetInfoResponse{NumShards: 2}, nil
 			}}
-			var logs syncBuffer
+			var logs testsupport.SyncBuffer
 			client := dial(t, serve(t, h), fastRetry, hub.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 			_, err := client.Info(ctxT(t))
 			if got := status.Code(err); got != c.want {
@@ -815,22 +815,4 @@ func TestShardFor(t *testing.T) {
 			t.Errorf("1000 fids over %d shards used only %v", n, seen)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

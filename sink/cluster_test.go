@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,4 +112,56 @@ func TestSinkClusterNodeKill(t *testing.T) {
 	}
 	waitDrained(t, pub, DefaultGroup, 90*time.Second)
 	checkLive(t, pool, w)
+}
+
+// TestSinkClusterConcurrentStart starts two sink processes at the same
+// moment on a fresh three-node cluster, each connected to its own node, as
+// a deployment does: both race to create the same replicated consumers,
+// dead-letter stream and member bucket. Both must be ready well within the
+// set-up bound, not wait on an API reply the cluster never sends.
+func TestSinkClusterConcurrentStart(t *testing.T) {
+	c := testsupport.StartNATSCluster(t, 3)
+	openClusterBus(t, c.URLs[0], "creator")
+	pool := migratedPool(t)
+	buses := []*bus.Bus{openClusterBus(t, c.URLs[1], "sink-1"), openClusterBus(t, c.URLs[2], "sink-2")}
+	start := time.Now()
+	errs := make(chan error, len(buses))
+	for _, b := range buses {
+		go func() {
+			_, err := New(context.Background(), testOptions(b, pool))
+			errs <- err
+		}()
+	}
+	for range buses {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("two sinks took %v to start", d)
+	}
+	t.Logf("both sinks started in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestSinkClusterStartWithoutQuorum starts a sink while two of the three
+// nodes are down, so the cluster cannot create its consumers: New must
+// keep saying what it is waiting for rather than wait in silence.
+func TestSinkClusterStartWithoutQuorum(t *testing.T) {
+	c := testsupport.StartNATSCluster(t, 3)
+	b := openClusterBus(t, c.URLs[0], "sink")
+	pool := migratedPool(t)
+	c.Kill(1)
+	c.Kill(2)
+	var logs testsupport.SyncBuffer
+	opts := testOptions(b, pool)
+	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*setupAttemptTimeout)
+	defer cancel()
+	if _, err := New(ctx, opts); err == nil {
+		t.Fatal("a sink started on a cluster without quorum")
+	}
+	warnings := strings.Count(logs.String(), `msg="sink: create consumer sink-p0 failed, retrying"`)
+	if warnings < 2 {
+		t.Fatalf("%d warnings about the consumer New waited for, want at least 2; log:\n%s", warnings, logs.String())
+	}
 }

@@ -93,6 +93,14 @@ const (
 	DefaultMemberBucket    = "waypoint_sink_members"
 )
 
+// New gives up creating the group's consumers, dead-letter stream and
+// member bucket after setupTimeout, and retries a request that got no
+// reply within setupAttemptTimeout.
+const (
+	setupTimeout        = time.Minute
+	setupAttemptTimeout = 5 * time.Second
+)
+
 // Options configures Run. Zero values take the defaults above.
 type Options struct {
 	Bus  *bus.Bus
@@ -273,14 +281,26 @@ func New(ctx context.Context, opts Options) (*Sink, error) {
 		s.dedup.metrics = opts.Metrics
 	}
 	// Replicas starting together on a fresh cluster race to create the same
-	// consumers, stream and bucket, and the JetStream API answers some of
-	// them with timeouts; a retry succeeds. A bound keeps a real
-	// misconfiguration from hanging start-up.
-	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	// consumers, stream and bucket. The cluster answers some of those
+	// requests with errors and some not at all: of two identical creates
+	// of a replicated stream proposed together, the server may reply to
+	// neither. So every attempt has its own timeout (a deadline on the
+	// context turns the client's default request timeout off) and is
+	// retried, with a warning each time, within an overall bound that keeps
+	// a real misconfiguration from hanging start-up.
+	sctx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
-	setup := func(what string, f func() error) error {
+	setup := func(what string, f func(ctx context.Context) error) error {
 		var last error
-		err := retry(sctx, s.log, what, func() error { last = f(); return last })
+		err := retry(sctx, s.log, what, func() error {
+			actx, cancel := context.WithTimeout(sctx, setupAttemptTimeout)
+			defer cancel()
+			last = f(actx)
+			if last != nil && actx.Err() != nil && sctx.Err() == nil {
+				last = fmt.Errorf("no reply from the server within %v: %w", setupAttemptTimeout, last)
+			}
+			return last
+		})
 		if err != nil && last != nil {
 			err = last
 		}
@@ -290,8 +310,8 @@ func New(ctx context.Context, opts Options) (*Sink, error) {
 		return nil
 	}
 	for p := 0; p < opts.Bus.Partitions(); p++ {
-		err := setup("create consumer", func() error {
-			_, err := opts.Bus.GroupConsumer(sctx, opts.Group, p, bus.ConsumerOptions{
+		err := setup(fmt.Sprintf("create consumer %s", bus.ConsumerName(opts.Group, p)), func(ctx context.Context) error {
+			_, err := opts.Bus.GroupConsumer(ctx, opts.Group, p, bus.ConsumerOptions{
 				AckWait:       opts.AckWait,
 				MaxAckPending: opts.BatchSize,
 			}, opts.PinnedTTL)
@@ -301,14 +321,14 @@ func New(ctx context.Context, opts Options) (*Sink, error) {
 			return nil, err
 		}
 	}
-	if err := setup("create dead-letter stream", func() error {
-		_, err := opts.Bus.DeadLetterStream(sctx, opts.DeadLetterStream)
+	if err := setup("create dead-letter stream", func(ctx context.Context) error {
+		_, err := opts.Bus.DeadLetterStream(ctx, opts.DeadLetterStream)
 		return err
 	}); err != nil {
 		return nil, err
 	}
-	if err := setup("create member bucket", func() error {
-		_, err := opts.Bus.MemberBucket(sctx, opts.MemberBucket, opts.MemberTTL)
+	if err := setup("create member bucket", func(ctx context.Context) error {
+		_, err := opts.Bus.MemberBucket(ctx, opts.MemberBucket, opts.MemberTTL)
 		return err
 	}); err != nil {
 		return nil, err

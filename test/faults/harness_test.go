@@ -277,7 +277,7 @@ func sinkOptions(b *bus.Bus, pool *pgxpool.Pool, rdb *redis.Client, prefix strin
 		Replicas: replicas, BatchSize: 200, BatchTimeout: 50 * time.Millisecond,
 		Validate: message.CheckFull, Network: pb.FarcasterNetwork_FARCASTER_NETWORK_DEVNET,
 		AckWait: sinkAckWait, PinnedTTL: sinkPinnedTTL, MemberTTL: sinkMemberTTL, ShutdownTimeout: 3 * time.Second,
-		Logger: logger().With("component", "sink"),
+		Logger: logger(), // the sink names itself as a component
 	}
 }
 
@@ -301,6 +301,7 @@ func (pl *pipeline) startSink(url string, n int) *proc {
 			if ctx.Err() != nil {
 				return nil
 			}
+			fmt.Fprintf(os.Stderr, "faults: sink exited, restarting: %v\n", err)
 			pl.exited("sink", err)
 			time.Sleep(500 * time.Millisecond)
 		}
