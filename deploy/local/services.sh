@@ -479,7 +479,9 @@ jaeger_up() {
 	need_root jaeger
 	check_port_var WAYPOINT_JAEGER_OTLP_PORT "$JAEGER_OTLP_PORT"
 	check_port_var WAYPOINT_JAEGER_UI_PORT "$JAEGER_UI_PORT"
-	jaeger_build
+	# In a subshell, so the build lock is released before the daemon starts
+	# and is not inherited by it.
+	(jaeger_build)
 	mkdir -p "$JAEGER_DIR"
 	lock jaeger
 	local pid p
