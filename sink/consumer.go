@@ -617,6 +617,7 @@ func (r *replica) process(ctx context.Context, b *batch) {
 	cctx, commit := r.s.tracer.Start(wctx, telemetry.SpanSinkCommit, trace.WithLinks(b.links...),
 		trace.WithAttributes(attribute.Int("waypoint.batch.messages", n), attribute.IntSlice("waypoint.partitions", partitions)))
 	clear(b.links)
+	b.links = b.links[:0]
 	start := time.Now()
 	res, ok := r.write(ctx, cctx, log, b)
 	if !ok {

@@ -75,7 +75,16 @@ type tracingConfig struct {
 	sampler    string
 	samplerArg string
 	force      forceSet
+
+	// linkLimit is the most links a span keeps: a sink.commit span links
+	// every sampled message of its batch, far more than the SDK's default
+	// of 128 when sampling is high.
+	linkLimit int
 }
+
+// DefaultSpanLinkLimit is the span link limit unless
+// OTEL_SPAN_LINK_COUNT_LIMIT sets another.
+const DefaultSpanLinkLimit = 100_000
 
 func resolveTracing(opts TracingOptions) (tracingConfig, error) {
 	env := parseEnviron(opts.Env)
@@ -104,6 +113,15 @@ func resolveTracing(opts TracingOptions) (tracingConfig, error) {
 
 	if err := c.resolveService(opts, env); err != nil {
 		return c, err
+	}
+
+	c.linkLimit = DefaultSpanLinkLimit
+	if n, v := env.get("OTEL_SPAN_LINK_COUNT_LIMIT"); v != "" {
+		l, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || l < 0 {
+			return c, fmt.Errorf("%s=%q: want a whole number of links, 0 or more", n, v)
+		}
+		c.linkLimit = l
 	}
 
 	c.sampler = firstNonEmpty(opts.Sampler, env["OTEL_TRACES_SAMPLER"], DefaultSampler)

@@ -131,7 +131,10 @@ func newSDKProvider(ctx context.Context, cfg tracingConfig, sampler sdktrace.Sam
 	if err != nil {
 		return nil, fmt.Errorf("build resource: %w", err)
 	}
-	return sdktrace.NewTracerProvider(processor, sdktrace.WithSampler(sampler), sdktrace.WithResource(res)), nil
+	limits := sdktrace.NewSpanLimits()
+	limits.LinkCountLimit = cfg.linkLimit
+	return sdktrace.NewTracerProvider(processor, sdktrace.WithSampler(sampler), sdktrace.WithResource(res),
+		sdktrace.WithRawSpanLimits(limits)), nil
 }
 
 func newExporter(ctx context.Context, cfg tracingConfig) (*otlptrace.Exporter, error) {

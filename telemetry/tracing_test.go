@@ -477,3 +477,41 @@ func TestInstallGlobals(t *testing.T) {
 		t.Errorf("otel error not logged: %q", log.String())
 	}
 }
+
+// TestSpanLinkLimit checks that a batch span keeps a link to every message
+// of a large batch by default, and that OTEL_SPAN_LINK_COUNT_LIMIT still
+// bounds it.
+func TestSpanLinkLimit(t *testing.T) {
+	const links = 1000
+	for _, c := range []struct {
+		name string
+		env  []string
+		want int
+	}{
+		{"default", nil, links},
+		{"env", []string{"OTEL_SPAN_LINK_COUNT_LIMIT=10"}, 10},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			env := append([]string{"OTEL_TRACES_SAMPLER=always_on"}, c.env...)
+			tp, exp := recorded(t, TracingOptions{ServiceName: "waypoint-sink", Env: env})
+			tracer := tp.Tracer("test")
+			var ls []trace.Link
+			for range links {
+				_, s := tracer.Start(context.Background(), SpanSinkProcess)
+				ls = append(ls, trace.Link{SpanContext: s.SpanContext()})
+				s.End()
+			}
+			_, commit := tracer.Start(context.Background(), SpanSinkCommit, trace.WithLinks(ls...))
+			commit.End()
+			spans := exp.GetSpans()
+			got := spans[len(spans)-1]
+			if got.Name != SpanSinkCommit || len(got.Links) != c.want {
+				t.Fatalf("%s kept %d links, want %d", got.Name, len(got.Links), c.want)
+			}
+		})
+	}
+	if _, err := resolveTracing(TracingOptions{Env: []string{"OTEL_SPAN_LINK_COUNT_LIMIT=many"}}); err == nil ||
+		!strings.Contains(err.Error(), "OTEL_SPAN_LINK_COUNT_LIMIT") {
+		t.Fatalf("a malformed OTEL_SPAN_LINK_COUNT_LIMIT: err %v, want one naming it", err)
+	}
+}
