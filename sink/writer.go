@@ -443,18 +443,26 @@ func (w *Writer) merge(ctx context.Context, pg *pgconn.PgConn, b *rows, res *Wri
 }
 
 // statements lists the merge statements the batch needs, in dependency
-// order: marks first, applied to the rows stored before (rows inserted later
-// take theirs as they are inserted), so that every later statement sees
-// each message's marks; then the stores.
+// order: marks first, so that every later statement sees each message's
+// marks; then the stores. Rows the batch inserts take their marks as they
+// are inserted; rows stored before get them from an update, which for the
+// keyed stores and compact states comes first, since their merges decide
+// which version is live from the stored rows' deletion.
+//
+// The messages, casts and lend_storage rows get that update last instead.
+// Another writer (a backfill page beside live traffic) may hold the
+// message's row inserted but uncommitted, having read message_marks before
+// this batch committed its mark: an update run before this batch's insert
+// does not see that row, and the insert, which waits for the other
+// transaction, then finds a committed row and leaves it alone, so the
+// message would stay live for good. Run after the insert, the update sees
+// the row.
 func (w *Writer) statements(b *rows) []*mergeStmt {
 	s := b.stmts[:0]
 	if len(b.marks) > 0 {
 		s = append(s, mergeMarks)
-		if w.writeMessages {
-			s = append(s, mergeApplyMarksMessages)
-		}
 		for t, m := range mergeApplyMarks {
-			if m != nil && b.marked&(1<<t) != 0 {
+			if m != nil && !marksAppliedLast(int16(t)) && b.marked&(1<<t) != 0 {
 				s = append(s, m)
 			}
 		}
@@ -499,8 +507,25 @@ func (w *Writer) statements(b *rows) []*mergeStmt {
 	if len(b.onchain) > 0 {
 		s = append(s, mergeOnchain...)
 	}
+	if len(b.marks) > 0 {
+		if w.writeMessages {
+			s = append(s, mergeApplyMarksMessages)
+		}
+		for t, m := range mergeApplyMarks {
+			if m != nil && marksAppliedLast(int16(t)) && b.marked&(1<<t) != 0 {
+				s = append(s, m)
+			}
+		}
+	}
 	b.stmts = s
 	return s
+}
+
+// marksAppliedLast reports whether store table t takes the marks of its
+// stored rows after its inserts (see statements): those whose merge does
+// not read the stored rows' deletion.
+func marksAppliedLast(t int16) bool {
+	return t == tableCasts || t == tableLends
 }
 
 // embed computes vectors for the batch's casts that will be live: not

@@ -1,0 +1,98 @@
+package sink
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	pb "github.com/waypointhq/waypoint/proto"
+)
+
+// TestMarkWhileAnotherWriterAddsTheMessage covers a backfill page and a live
+// prune or revoke of the same message committed by two writers at once:
+// the page's transaction inserted the message and read message_marks
+// before the mark was committed, so the mark's transaction must still mark
+// the row once the page commits. Otherwise the message stays live for good
+// although the node dropped it.
+func TestMarkWhileAnotherWriterAddsTheMessage(t *testing.T) {
+	cases := []struct {
+		name  string
+		table string
+		msg   func(t *testing.T) *pb.Message
+		mark  func(*pb.Message) *pb.HubEvent
+	}{
+		{"pruned cast", "casts", func(t *testing.T) *pb.Message { return castAdd(t, 29, 100, "pruned", nil) }, prune},
+		{"revoked cast", "casts", func(t *testing.T) *pb.Message { return castAdd(t, 29, 101, "revoked", nil) }, revoke},
+		{"pruned lend", "lend_storage", func(t *testing.T) *pb.Message { return lendStorage(t, 29, 102, 30, 1) }, prune},
+		{"pruned message row", "messages", func(t *testing.T) *pb.Message { return castAdd(t, 29, 103, "message", nil) }, prune},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			pool := migratedPool(t)
+			backfill, live := newTestWriter(t, pool), newTestWriter(t, pool)
+			m := tc.msg(t)
+
+			// Hold the page's transaction open after it stored m: its
+			// last statements insert an on-chain event, which waits
+			// while another session holds the table in share mode.
+			blocker, err := pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer blocker.Rollback(ctx) //nolint:errcheck // released below
+			if _, err := blocker.Exec(ctx, "LOCK TABLE onchain_events IN SHARE MODE"); err != nil {
+				t.Fatal(err)
+			}
+			page := make(chan error, 1)
+			go func() {
+				_, err := backfill.Write(ctx, []*pb.HubEvent{merge(m), onchain(29, 10, 0, 1, &pb.StorageRentEventBody{Units: 1})})
+				page <- err
+			}()
+			waitForLockWaiters(t, pool, 1)
+			marked := make(chan error, 1)
+			go func() {
+				_, err := live.Write(ctx, []*pb.HubEvent{tc.mark(m)})
+				marked <- err
+			}()
+			// The mark's transaction waits on the page's uncommitted row.
+			waitForLockWaiters(t, pool, 2)
+			if err := blocker.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, ch := range []chan error{page, marked} {
+				if err := <-ch; err != nil {
+					t.Fatalf("write: %v", err)
+				}
+			}
+			if isLive(t, pool, tc.table, m.Hash) {
+				t.Errorf("%s: the message is live although a committed %s removed it", tc.table, tc.mark(m).Type)
+			}
+		})
+	}
+}
+
+// waitForLockWaiters waits until n sessions of the test database wait on a
+// lock.
+func waitForLockWaiters(t *testing.T, pool *pgxpool.Pool, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var waiting int
+		err := pool.QueryRow(context.Background(),
+			`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if waiting >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d session(s) waiting on a lock after 30s, want %d", waiting, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
