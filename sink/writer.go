@@ -228,12 +228,13 @@ func (w *Writer) commit(ctx context.Context, b *rows, res *WriteResult) error {
 	var err error
 	for attempt := 1; ; attempt++ {
 		err = w.store(ctx, b, res, embedded)
-		if err == nil || attempt == maxLiveKeyRaces || !isLiveKeyRace(err) {
+		if err == nil || attempt == maxLiveKeyRaces || !(isLiveKeyRace(err) || errors.Is(err, errMissedMarks)) {
 			break
 		}
 		// Another transaction made a version of the same key live while
-		// this one recomputed it without seeing that version: run again,
-		// now that it is committed. The failed attempt stored nothing.
+		// this one recomputed it without seeing that version, or stored a
+		// row this one marks without seeing it: run again, now that it is
+		// committed. The failed attempt stored nothing.
 		w.log.Debug("sink: concurrent write to a conflict key, retrying the batch", "attempt", attempt, "err", err)
 		clear(res.Rows)
 	}
@@ -410,6 +411,7 @@ func (w *Writer) merge(ctx context.Context, pg *pgconn.PgConn, b *rows, res *Wri
 		batch.ExecParams(m.sql, params, m.oids, m.formats, nil)
 	}
 	mrr := pg.ExecBatch(ctx, batch)
+	missed := false
 	i := -2 // the SETs
 	for mrr.NextResult() {
 		rr := mrr.ResultReader()
@@ -424,7 +426,9 @@ func (w *Writer) merge(ctx context.Context, pg *pgconn.PgConn, b *rows, res *Wri
 			break
 		}
 		if i >= 0 {
-			if stmts[i].counted {
+			if stmts[i].check {
+				missed = missed || counted > 0
+			} else if stmts[i].counted {
 				res.Rows[stmts[i].table] += counted
 			} else {
 				res.Rows[stmts[i].table] += ct.RowsAffected()
@@ -439,8 +443,16 @@ func (w *Writer) merge(ctx context.Context, pg *pgconn.PgConn, b *rows, res *Wri
 		}
 		return fmt.Errorf("sink: %s: %w", what, err)
 	}
+	if missed {
+		return errMissedMarks
+	}
 	return nil
 }
+
+// errMissedMarks fails an attempt at a batch in which a concurrent
+// transaction committed rows of a keyed store or of compact states without
+// the batch's marks (see Writer.statements).
+var errMissedMarks = errors.New("sink: rows committed concurrently lack the batch's marks")
 
 // statements lists the merge statements the batch needs, in dependency
 // order: marks first, so that every later statement sees each message's
@@ -456,7 +468,10 @@ func (w *Writer) merge(ctx context.Context, pg *pgconn.PgConn, b *rows, res *Wri
 // does not see that row, and the insert, which waits for the other
 // transaction, then finds a committed row and leaves it alone, so the
 // message would stay live for good. Run after the insert, the update sees
-// the row.
+// the row. The keyed stores and compact states cannot be marked so late,
+// since marking a live version must let their merge pick the next one: for
+// them a last statement counts such rows, and any makes the batch run
+// again (see commit), when its first update sees them.
 func (w *Writer) statements(b *rows) []*mergeStmt {
 	s := b.stmts[:0]
 	if len(b.marks) > 0 {
@@ -512,8 +527,13 @@ func (w *Writer) statements(b *rows) []*mergeStmt {
 			s = append(s, mergeApplyMarksMessages)
 		}
 		for t, m := range mergeApplyMarks {
-			if m != nil && marksAppliedLast(int16(t)) && b.marked&(1<<t) != 0 {
+			if m == nil || b.marked&(1<<t) == 0 {
+				continue
+			}
+			if marksAppliedLast(int16(t)) {
 				s = append(s, m)
+			} else {
+				s = append(s, mergeMissedMarks[t])
 			}
 		}
 	}

@@ -26,6 +26,13 @@ func TestMarkWhileAnotherWriterAddsTheMessage(t *testing.T) {
 		{"pruned cast", "casts", func(t *testing.T) *pb.Message { return castAdd(t, 29, 100, "pruned", nil) }, prune},
 		{"revoked cast", "casts", func(t *testing.T) *pb.Message { return castAdd(t, 29, 101, "revoked", nil) }, revoke},
 		{"pruned lend", "lend_storage", func(t *testing.T) *pb.Message { return lendStorage(t, 29, 102, 30, 1) }, prune},
+		{"pruned reaction", "reactions", func(t *testing.T) *pb.Message {
+			return reaction(t, false, 29, 104, pb.ReactionType_REACTION_TYPE_LIKE, nil, "https://example.com/a")
+		}, prune},
+		{"revoked link", "links", func(t *testing.T) *pb.Message { return link(t, false, 29, 105, "follow", 30) }, revoke},
+		{"pruned user data", "user_data", func(t *testing.T) *pb.Message { return userData(t, 29, 106, pb.UserDataType_USER_DATA_TYPE_BIO, "bio") }, prune},
+		{"revoked verification", "verifications", func(t *testing.T) *pb.Message { return verification(t, false, 29, 107, []byte{0xab, 0xcd}) }, revoke},
+		{"pruned compact state", "link_compact_states", func(t *testing.T) *pb.Message { return linkCompact(t, 29, 108, "follow", []uint64{30}) }, prune},
 		{"pruned message row", "messages", func(t *testing.T) *pb.Message { return castAdd(t, 29, 103, "message", nil) }, prune},
 	}
 	for _, tc := range cases {
