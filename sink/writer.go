@@ -228,12 +228,13 @@ func (w *Writer) commit(ctx context.Context, b *rows, res *WriteResult) error {
 	var err error
 	for attempt := 1; ; attempt++ {
 		err = w.store(ctx, b, res, embedded)
-		if err == nil || attempt == maxLiveKeyRaces || !isLiveKeyRace(err) {
+		if err == nil || attempt == maxLiveKeyRaces || !(isLiveKeyRace(err) || errors.Is(err, errMissedMarks)) {
 			break
 		}
 		// Another transaction made a version of the same key live while
-		// this one recomputed it without seeing that version: run again,
-		// now that it is committed. The failed attempt stored nothing.
+		// this one recomputed it without seeing that version, or stored a
+		// row this one marks without seeing it: run again, now that it is
+		// committed. The failed attempt stored nothing.
 		w.log.Debug("sink: concurrent write to a conflict key, retrying the batch", "attempt", attempt, "err", err)
 		clear(res.Rows)
 	}
@@ -410,6 +411,7 @@ func (w *Writer) merge(ctx context.Context, pg *pgconn.PgConn, b *rows, res *Wri
 		batch.ExecParams(m.sql, params, m.oids, m.formats, nil)
 	}
 	mrr := pg.ExecBatch(ctx, batch)
+	missed := false
 	i := -2 // the SETs
 	for mrr.NextResult() {
 		rr := mrr.ResultReader()
@@ -424,7 +426,9 @@ func (w *Writer) merge(ctx context.Context, pg *pgconn.PgConn, b *rows, res *Wri
 			break
 		}
 		if i >= 0 {
-			if stmts[i].counted {
+			if stmts[i].check {
+				missed = missed || counted > 0
+			} else if stmts[i].counted {
 				res.Rows[stmts[i].table] += counted
 			} else {
 				res.Rows[stmts[i].table] += ct.RowsAffected()
@@ -439,22 +443,41 @@ func (w *Writer) merge(ctx context.Context, pg *pgconn.PgConn, b *rows, res *Wri
 		}
 		return fmt.Errorf("sink: %s: %w", what, err)
 	}
+	if missed {
+		return errMissedMarks
+	}
 	return nil
 }
 
+// errMissedMarks fails an attempt at a batch in which a concurrent
+// transaction committed rows of a keyed store or of compact states without
+// the batch's marks (see Writer.statements).
+var errMissedMarks = errors.New("sink: rows committed concurrently lack the batch's marks")
+
 // statements lists the merge statements the batch needs, in dependency
-// order: marks first, applied to the rows stored before (rows inserted later
-// take theirs as they are inserted), so that every later statement sees
-// each message's marks; then the stores.
+// order: marks first, so that every later statement sees each message's
+// marks; then the stores. Rows the batch inserts take their marks as they
+// are inserted; rows stored before get them from an update, which for the
+// keyed stores and compact states comes first, since their merges decide
+// which version is live from the stored rows' deletion.
+//
+// The messages, casts and lend_storage rows get that update last instead.
+// Another writer (a backfill page beside live traffic) may hold the
+// message's row inserted but uncommitted, having read message_marks before
+// this batch committed its mark: an update run before this batch's insert
+// does not see that row, and the insert, which waits for the other
+// transaction, then finds a committed row and leaves it alone, so the
+// message would stay live for good. Run after the insert, the update sees
+// the row. The keyed stores and compact states cannot be marked so late,
+// since marking a live version must let their merge pick the next one: for
+// them a last statement counts such rows, and any makes the batch run
+// again (see commit), when its first update sees them.
 func (w *Writer) statements(b *rows) []*mergeStmt {
 	s := b.stmts[:0]
 	if len(b.marks) > 0 {
 		s = append(s, mergeMarks)
-		if w.writeMessages {
-			s = append(s, mergeApplyMarksMessages)
-		}
 		for t, m := range mergeApplyMarks {
-			if m != nil && b.marked&(1<<t) != 0 {
+			if m != nil && !marksAppliedLast(int16(t)) && b.marked&(1<<t) != 0 {
 				s = append(s, m)
 			}
 		}
@@ -499,8 +522,30 @@ func (w *Writer) statements(b *rows) []*mergeStmt {
 	if len(b.onchain) > 0 {
 		s = append(s, mergeOnchain...)
 	}
+	if len(b.marks) > 0 {
+		if w.writeMessages {
+			s = append(s, mergeApplyMarksMessages)
+		}
+		for t, m := range mergeApplyMarks {
+			if m == nil || b.marked&(1<<t) == 0 {
+				continue
+			}
+			if marksAppliedLast(int16(t)) {
+				s = append(s, m)
+			} else {
+				s = append(s, mergeMissedMarks[t])
+			}
+		}
+	}
 	b.stmts = s
 	return s
+}
+
+// marksAppliedLast reports whether store table t takes the marks of its
+// stored rows after its inserts (see statements): those whose merge does
+// not read the stored rows' deletion.
+func marksAppliedLast(t int16) bool {
+	return t == tableCasts || t == tableLends
 }
 
 // embed computes vectors for the batch's casts that will be live: not

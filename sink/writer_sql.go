@@ -138,6 +138,10 @@ type mergeStmt struct {
 	// counted says the statement returns the rows it changed as one
 	// value, rather than in its command tag.
 	counted bool
+	// check says the counted value is of rows a concurrent transaction
+	// committed without this batch's marks: any fails the attempt with
+	// errMissedMarks.
+	check bool
 }
 
 // newMerge prefixes body with the CTEs of srcs; body may start with its own
@@ -575,7 +579,18 @@ UPDATE %s t SET deleted_at = coalesce(t.deleted_at, mm.deleted_at),
                 pruned_at  = coalesce(t.pruned_at, mm.pruned_at),
                 revoked_at = coalesce(t.revoked_at, mm.revoked_at)%s
 FROM message_marks mm
-WHERE mm.hash IN (SELECT hash FROM s_marks WHERE %s) AND t.hash = mm.hash
+WHERE ` + markMissing
+
+// sqlMissedMarks counts the rows of a table that still lack the batch's
+// marks after its stores (see Writer.statements). Its verbs are
+// sqlApplyMarks' but for the assignments.
+const sqlMissedMarks = `
+SELECT count(*) FROM %s t, message_marks mm
+WHERE ` + markMissing
+
+// markMissing picks the rows of t that lack a mark in mm of a message that
+// s_marks names.
+const markMissing = `mm.hash IN (SELECT hash FROM s_marks WHERE %s) AND t.hash = mm.hash
   AND (t.deleted_at IS NULL OR (t.pruned_at IS NULL AND mm.pruned_at IS NOT NULL) OR (t.revoked_at IS NULL AND mm.revoked_at IS NOT NULL)%s)`
 
 // The merge statements with their sources.
@@ -604,8 +619,8 @@ var (
 	}()
 	// mergeApplyMarks[t] applies marks to store table t; the messages
 	// table, which holds every type, takes them all.
-	mergeApplyMarks, mergeApplyMarksMessages = func() ([len(storeTables)]*mergeStmt, *mergeStmt) {
-		var m [len(storeTables)]*mergeStmt
+	// mergeMissedMarks[t] is table t's sqlMissedMarks.
+	mergeApplyMarks, mergeApplyMarksMessages, mergeMissedMarks = func() (apply [len(storeTables)]*mergeStmt, messages *mergeStmt, missed [len(storeTables)]*mergeStmt) {
 		for t, name := range storeTables {
 			if name == "" {
 				continue
@@ -614,9 +629,12 @@ var (
 			if mergeKeyed[t] != nil {
 				set, cond = ", marked = true", " OR NOT t.marked"
 			}
-			m[t] = newMerge(name, fmt.Sprintf(sqlApplyMarks, name, set, fmt.Sprintf("tbl = %d", t), cond), srcMarks)
+			which := fmt.Sprintf("tbl = %d", t)
+			apply[t] = newMerge(name, fmt.Sprintf(sqlApplyMarks, name, set, which, cond), srcMarks)
+			missed[t] = newMerge(name, fmt.Sprintf(sqlMissedMarks, name, which, cond), srcMarks)
+			missed[t].counted, missed[t].check = true, true
 		}
-		return m, newMerge("messages", fmt.Sprintf(sqlApplyMarks, "messages", "", "true", ""), srcMarks)
+		return apply, newMerge("messages", fmt.Sprintf(sqlApplyMarks, "messages", "", "true", ""), srcMarks), missed
 	}()
 	mergeOnchain = func() []*mergeStmt {
 		m := []*mergeStmt{newMerge("onchain_events", sqlOnchain, srcOnchain)}
