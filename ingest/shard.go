@@ -341,11 +341,11 @@ func (p *pipeline) readBack(ctx context.Context) error {
 			// window covers this start, acks give the next ones.
 			return nil
 		}
-		info, err := b.StreamInfo(ctx)
+		last, err := b.LastSequence(ctx)
 		if err != nil {
 			return fmt.Errorf("read the stream's end: %w", err)
 		}
-		pos := bus.Position{Seq: info.State.LastSeq, HasSeq: true}
+		pos := bus.Position{Seq: last, HasSeq: true}
 		created, err := b.CreatePosition(ctx, s.id, pos)
 		if err != nil {
 			return err
