@@ -26,17 +26,11 @@ func TestReviveWinnersAfterExternalMark(t *testing.T) {
 			fid++
 			t.Run(fmt.Sprintf("%v/%s", order, batching), func(t *testing.T) {
 				win, lose := tiedUsernames(t, fid)
-				written := []*pb.HubEvent{merge(win), merge(lose)}
-				var evs []*pb.HubEvent
-				for _, i := range order {
-					evs = append(evs, written[i])
-				}
+				evs := inOrder([]*pb.HubEvent{merge(win), merge(lose)}, order)
 				if batching == "one batch" {
 					mustWrite(t, w, evs...)
 				} else {
-					for _, ev := range evs {
-						mustWrite(t, w, ev)
-					}
+					writeEach(t, w, evs...)
 				}
 				if isLive(t, pool, "user_data", lose.Hash) {
 					t.Fatal("R is live before W is marked: it must lose the tie")

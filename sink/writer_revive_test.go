@@ -13,6 +13,23 @@ import (
 )
 
 // permutations returns every order of n items as index lists.
+// inOrder returns history's events in the order order gives their indexes.
+func inOrder(history []*pb.HubEvent, order []int) []*pb.HubEvent {
+	evs := make([]*pb.HubEvent, len(order))
+	for k, i := range order {
+		evs[k] = history[i]
+	}
+	return evs
+}
+
+// writeEach writes evs one batch per event.
+func writeEach(t testing.TB, w *Writer, evs ...*pb.HubEvent) {
+	t.Helper()
+	for _, ev := range evs {
+		mustWrite(t, w, ev)
+	}
+}
+
 func permutations(n int) [][]int {
 	if n == 0 {
 		return [][]int{{}}
@@ -44,18 +61,12 @@ func TestWriterRevokedWinnerRevivesLoser(t *testing.T) {
 			name := fmt.Sprintf("%v/%s", order, batching)
 			t.Run(name, func(t *testing.T) {
 				win, lose := tiedUsernames(t, fid)
-				history := []*pb.HubEvent{merge(win), revoke(win), merge(lose)}
-				var evs []*pb.HubEvent
-				for _, i := range order {
-					evs = append(evs, history[i])
-				}
+				evs := inOrder([]*pb.HubEvent{merge(win), revoke(win), merge(lose)}, order)
 				switch batching {
 				case "one batch":
 					mustWrite(t, w, evs...)
 				case "one per batch":
-					for _, ev := range evs {
-						mustWrite(t, w, ev)
-					}
+					writeEach(t, w, evs...)
 				case "with snapshot":
 					snap := &pb.HubEvent{Type: pb.HubEventType_HUB_EVENT_TYPE_MERGE_MESSAGE,
 						Body: &pb.HubEvent_MergeMessageBody{MergeMessageBody: &pb.MergeMessageBody{Message: lose}}}
@@ -120,10 +131,7 @@ func TestWriterMarkedHolderRevivesNext(t *testing.T) {
 					if mark == "revoke" {
 						markTop = revoke(top)
 					}
-					history := []*pb.HubEvent{merge(old), merge(top, old), markTop, merge(next)}
-					for _, i := range order {
-						mustWrite(t, w, history[i])
-					}
+					writeEach(t, w, inOrder([]*pb.HubEvent{merge(old), merge(top, old), markTop, merge(next)}, order)...)
 					live := liveOfFid(t, pool, table, f)
 					if !live[string(next.Hash)] || live[string(top.Hash)] || live[string(old.Hash)] || len(live) != 1 {
 						t.Errorf("live: next %v top %v old %v (%d rows), want only next",
@@ -163,11 +171,8 @@ func TestWriterProofHolderDeleted(t *testing.T) {
 		older := fname(name, 21, 100) // held the name, then replaced by newer
 		newer := fname(name, 22, 200)
 		later := fname(name, 23, 150) // accepted after newer was deleted
-		history := []*pb.HubEvent{proofEvent(older, nil), proofEvent(newer, older), proofEvent(later, newer)}
 		w := newTestWriter(t, pool)
-		for _, j := range order {
-			mustWrite(t, w, history[j])
-		}
+		writeEach(t, w, inOrder([]*pb.HubEvent{proofEvent(older, nil), proofEvent(newer, older), proofEvent(later, newer)}, order)...)
 		var fid int64
 		if err := pool.QueryRow(ctx, `SELECT fid FROM username_proofs WHERE username = $1 AND deleted_at IS NULL`, name).Scan(&fid); err != nil || fid != 23 {
 			t.Errorf("order %v: live holder of %s = %d (%v), want 23", order, name, fid, err)
