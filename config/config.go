@@ -51,6 +51,7 @@ type Config struct {
 	Hub      Hub      `toml:"hub"`
 	NATS     NATS     `toml:"nats"`
 	Log      Log      `toml:"log"`
+	Ingest   Ingest   `toml:"ingest"`
 	Sink     Sink     `toml:"sink"`
 	Backfill Backfill `toml:"backfill"`
 	Metrics  Metrics  `toml:"metrics"`
@@ -116,6 +117,26 @@ type Log struct {
 	Format string `toml:"format"`
 }
 
+// Ingest configures the stage that publishes the hub's events to JetStream.
+type Ingest struct {
+	// FromID is where a shard with no checkpoint starts: "live" or an
+	// event id. A shard with a checkpoint always resumes after it.
+	FromID string `toml:"from_id"`
+	// MaxInFlight and MaxInFlightMB bound the publishes awaiting the
+	// server's ack, in messages and in MiB of payload, across all shards.
+	MaxInFlight   int `toml:"max_inflight"`
+	MaxInFlightMB int `toml:"max_inflight_mb"`
+	// StallTimeoutS reconnects a shard that sent nothing, not even a block
+	// confirmation, for this many seconds.
+	StallTimeoutS int `toml:"stall_timeout_s"`
+	// CheckpointIntervalMS is how often acknowledged progress is saved.
+	CheckpointIntervalMS int `toml:"checkpoint_interval_ms"`
+	// MemoryLimitMB is the soft memory limit (the Go runtime's GOMEMLIMIT)
+	// of a process running ingest; 0 sets none. GOMEMLIMIT in the
+	// environment takes precedence.
+	MemoryLimitMB int `toml:"memory_limit_mb"`
+}
+
 // Sink configures the writers that drain JetStream into Postgres.
 type Sink struct {
 	Replicas       int `toml:"replicas"`
@@ -128,6 +149,9 @@ type Sink struct {
 	MaxPulledMB int `toml:"max_pulled_mb"`
 	// Validate is off, hash or full (see message.ParseMode).
 	Validate string `toml:"validate"`
+	// MemoryLimitMB is the soft memory limit of a process running a sink
+	// (see Ingest.MemoryLimitMB); 0 sets none.
+	MemoryLimitMB int `toml:"memory_limit_mb"`
 }
 
 // Backfill configures the Redis-queued historical import.
@@ -177,7 +201,9 @@ func Default() Config {
 			Partitions: 16,
 			Replicas:   1,
 		},
-		Log:      Log{Level: "info", Format: "text"},
+		Log: Log{Level: "info", Format: "text"},
+		Ingest: Ingest{FromID: "live", MaxInFlight: 8192, MaxInFlightMB: 32, StallTimeoutS: 30, CheckpointIntervalMS: 1000,
+			MemoryLimitMB: 120},
 		Sink:     Sink{Replicas: 1, BatchSize: 1000, BatchTimeoutMS: 100, MaxBatchMB: 32, MaxPulledMB: 128, Validate: "hash"},
 		Backfill: Backfill{Concurrency: 50, BatchSize: 50, PageSize: 1000},
 		Metrics:  Metrics{Addr: "127.0.0.1:9090"},

@@ -36,6 +36,10 @@ func TestLoadDefaults(t *testing.T) {
 		"hub.max_receive_mb":  {got.Hub.MaxReceiveMB, 64},
 		"sink.max_batch_mb":   {got.Sink.MaxBatchMB, 32},
 		"sink.max_pulled_mb":  {got.Sink.MaxPulledMB, 128},
+		"ingest.from_id":      {got.Ingest.FromID, "live"},
+		"ingest.max_inflight": {got.Ingest.MaxInFlight, 8192},
+		"ingest.memory_limit": {got.Ingest.MemoryLimitMB, 120},
+		"sink.memory_limit":   {got.Sink.MemoryLimitMB, 0},
 		"nats.stream":         {got.NATS.Stream, "WAYPOINT_EVENTS"},
 		"nats.partitions":     {got.NATS.Partitions, 16},
 		"nats.replicas":       {got.NATS.Replicas, 1},
@@ -368,6 +372,18 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "metrics addr", env: []string{"WAYPOINT_METRICS__ADDR=9090"},
 			want: []string{`config: WAYPOINT_METRICS__ADDR="9090" in environment: want host:port, or empty to turn metrics off`},
+		},
+		{
+			name: "ingest from_id", env: []string{"WAYPOINT_INGEST__FROM_ID=latest"},
+			want: []string{`config: WAYPOINT_INGEST__FROM_ID="latest" in environment: want live or an event id`},
+		},
+		{
+			name: "ingest from_id flag", overrides: []Override{{Key: "ingest.from_id", Value: "-3", Name: "--from-id"}},
+			want: []string{`config: --from-id="-3" on the command line: want live or an event id`},
+		},
+		{
+			name: "negative memory limit", file: "[sink]\nmemory_limit_mb = -1\n",
+			want: []string{`config: sink.memory_limit_mb = -1 in file FILE: want 0..1048576`},
 		},
 		{
 			name: "sampler ratio", env: []string{"WAYPOINT_TRACING__SAMPLER_RATIO=1.5"},

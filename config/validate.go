@@ -45,12 +45,24 @@ func (l *loader) validate() {
 	l.check("log.level", oneOf(c.Log.Level, "debug", "info", "warn", "error"))
 	l.check("log.format", oneOf(c.Log.Format, "text", "json"))
 
+	if c.Ingest.FromID != "live" {
+		if _, err := strconv.ParseUint(c.Ingest.FromID, 10, 64); err != nil {
+			l.check("ingest.from_id", "want live or an event id")
+		}
+	}
+	l.check("ingest.max_inflight", between(c.Ingest.MaxInFlight, 1, 1_000_000))
+	l.check("ingest.max_inflight_mb", between(c.Ingest.MaxInFlightMB, 1, 65536))
+	l.check("ingest.stall_timeout_s", between(c.Ingest.StallTimeoutS, 1, 86400))
+	l.check("ingest.checkpoint_interval_ms", between(c.Ingest.CheckpointIntervalMS, 10, 3_600_000))
+	l.check("ingest.memory_limit_mb", between(c.Ingest.MemoryLimitMB, 0, 1<<20))
+
 	l.check("sink.replicas", between(c.Sink.Replicas, 1, 1024))
 	l.check("sink.batch_size", between(c.Sink.BatchSize, 1, 1_000_000))
 	l.check("sink.batch_timeout_ms", between(c.Sink.BatchTimeoutMS, 1, 3_600_000))
 	l.check("sink.max_batch_mb", between(c.Sink.MaxBatchMB, 1, 4096))
 	l.check("sink.max_pulled_mb", between(c.Sink.MaxPulledMB, 1, 65536))
 	l.check("sink.validate", oneOf(c.Sink.Validate, "off", "hash", "full"))
+	l.check("sink.memory_limit_mb", between(c.Sink.MemoryLimitMB, 0, 1<<20))
 
 	l.check("backfill.concurrency", between(c.Backfill.Concurrency, 1, 10000))
 	l.check("backfill.batch_size", between(c.Backfill.BatchSize, 1, 100000))

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/waypointhq/waypoint/bus"
+	"github.com/waypointhq/waypoint/config"
 	"github.com/waypointhq/waypoint/hub"
 )
 
@@ -44,19 +45,19 @@ type rssResult struct {
 // way `waypoint ingest` runs without nats.url, in a child process of its
 // own, and reports that process's peak RSS (its own VmHWM: a parent's
 // rusage of a child would carry the test binary's peak over the exec).
-// It runs twice: with the Go runtime's defaults, and with the soft memory
-// limit ARCHITECTURE.md recommends for an embedded-server ingest
-// (GOMEMLIMIT, set on the ingest process only).
+// It runs twice: with the soft memory limit `waypoint ingest` sets by
+// default (ingest.memory_limit_mb, given to the child as the GOMEMLIMIT it
+// amounts to), and with none, the Go runtime's defaults.
 //
 // WAYPOINT_BENCH_RSS_EVENTS scales the backlog down for quick runs;
 // WAYPOINT_BENCH_HEAPPROFILE=file writes the child's heap profile at the
 // end of the replay.
 func BenchmarkIngestBacklogRSS(b *testing.B) {
 	addr, _, last, total := benchBacklog(b, benchEnvInt(b, "WAYPOINT_BENCH_RSS_EVENTS", 1000000))
-	for _, limit := range []string{"", embeddedMemLimit} {
-		name := "runtime-defaults"
+	for _, limit := range []string{defaultMemLimit(), ""} {
+		name := "no-memory-limit"
 		if limit != "" {
-			name = "GOMEMLIMIT=" + limit
+			name = "default-memory-limit=" + limit
 		}
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
@@ -75,9 +76,11 @@ func BenchmarkIngestBacklogRSS(b *testing.B) {
 	}
 }
 
-// embeddedMemLimit is the soft memory limit documented for an ingest that
-// runs the embedded server.
-const embeddedMemLimit = "120MiB"
+// defaultMemLimit is the soft memory limit of a `waypoint ingest` process
+// with the default configuration, as GOMEMLIMIT spells it.
+func defaultMemLimit() string {
+	return fmt.Sprintf("%dMiB", config.Default().Ingest.MemoryLimitMB)
+}
 
 // runRSSChild runs the replay in a child process, with GOMEMLIMIT=limit
 // unless limit is empty, and returns its result.

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,7 +64,13 @@ type sinkFlags struct {
 	BatchSize *int `name:"batch-size" placeholder:"N" config:"sink.batch_size" help:"Messages per COPY batch (sink.batch_size)."`
 }
 
+// ingestFlags are shared by the commands that run ingest.
+type ingestFlags struct {
+	FromID *string `name:"from-id" placeholder:"ID|live" config:"ingest.from_id" help:"Where a shard with no checkpoint starts: live or an event id (ingest.from_id)."`
+}
+
 type startCmd struct {
+	ingestFlags
 	sinkFlags
 }
 
@@ -76,6 +83,7 @@ Example:
 }
 
 func (*startCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	setMemoryLimit(log, cfg.Ingest.MemoryLimitMB, cfg.Sink.MemoryLimitMB)
 	b, err := openBus(ctx, cfg, log, "waypoint")
 	if err != nil {
 		return err
@@ -89,17 +97,21 @@ func (*startCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) 
 	return g.Wait()
 }
 
-type ingestCmd struct{}
+type ingestCmd struct {
+	ingestFlags
+}
 
 func (ingestCmd) Help() string {
 	return `Subscribes to every data shard of the hub (or those in hub.shard_indices), resuming from the last event it published, and publishes each event to the JetStream stream under a subject partitioned by FID.
 
 Example:
 
-    waypoint ingest --hub-url snapchain:3383 --nats-url nats://127.0.0.1:4222`
+    waypoint ingest --hub-url snapchain:3383 --nats-url nats://127.0.0.1:4222
+    waypoint ingest --from-id 0     # a first start replays the node's whole event log`
 }
 
 func (*ingestCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	setMemoryLimit(log, cfg.Ingest.MemoryLimitMB)
 	b, err := openBus(ctx, cfg, log, "waypoint-ingest")
 	if err != nil {
 		return err
@@ -132,16 +144,10 @@ func runIngest(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus
 		defer rdb.Close()
 		gaps = gapBackfill(cfg, log, newQueue(cfg, rdb, backfill.WithTracerProvider(tp)), h, b)
 	}
-	in, err := ingest.New(ingest.Options{
-		Hub:            h.Raw(),
-		Bus:            b,
-		Shards:         cfg.Hub.ShardIndices,
-		GapHandler:     gaps,
-		Logger:         log.With("component", "ingest"),
-		TracerProvider: tp,
-		Propagator:     prop,
-		Metrics:        o.metrics,
-	})
+	io := ingestOptions(cfg)
+	io.Hub, io.Bus, io.GapHandler = h.Raw(), b, gaps
+	io.Logger, io.TracerProvider, io.Propagator, io.Metrics = log.With("component", "ingest"), tp, prop, o.metrics
+	in, err := ingest.New(io)
 	if err != nil {
 		return err
 	}
@@ -162,9 +168,26 @@ Example:
 }
 
 func (*sinkCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	setMemoryLimit(log, cfg.Sink.MemoryLimitMB)
 	o := newObserver(cfg, log)
 	defer o.serve(ctx, "sink", "backfill")()
 	return runSink(ctx, cfg, log, nil, o)
+}
+
+// ingestOptions maps the [ingest] section (and hub.shard_indices) onto
+// ingest.Options; the caller adds the connections and observers.
+func ingestOptions(cfg *config.Config) ingest.Options {
+	o := ingest.Options{
+		Shards:             cfg.Hub.ShardIndices,
+		MaxInFlight:        cfg.Ingest.MaxInFlight,
+		MaxInFlightBytes:   cfg.Ingest.MaxInFlightMB << 20,
+		StallTimeout:       time.Duration(cfg.Ingest.StallTimeoutS) * time.Second,
+		CheckpointInterval: time.Duration(cfg.Ingest.CheckpointIntervalMS) * time.Millisecond,
+	}
+	if id, err := strconv.ParseUint(cfg.Ingest.FromID, 10, 64); err == nil {
+		o.FromID = &id // config validation admits only "live" otherwise
+	}
+	return o
 }
 
 // sinkOptions maps the [sink] section (and what it shares with other

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -218,4 +219,30 @@ func progressLine(seen, total int) string {
 	}
 	done := min(width, seen*width/total)
 	return fmt.Sprintf("\r[%s%s] %d/%d FIDs", strings.Repeat("#", done), strings.Repeat(".", width-done), seen, total)
+}
+
+// setMemoryLimit gives the process a soft memory limit of the sum of the
+// stages' budgets in MiB, unless one of them is unlimited (0) or
+// GOMEMLIMIT is set, which the runtime has applied already.
+func setMemoryLimit(log *slog.Logger, mbs ...int) {
+	if n := memoryLimit(os.Getenv("GOMEMLIMIT"), mbs...); n > 0 {
+		debug.SetMemoryLimit(n)
+		log.Debug("soft memory limit set", "bytes", n)
+	}
+}
+
+// memoryLimit returns the limit setMemoryLimit sets, in bytes, or 0 for
+// none.
+func memoryLimit(env string, mbs ...int) int64 {
+	if env != "" || len(mbs) == 0 {
+		return 0
+	}
+	var sum int64
+	for _, mb := range mbs {
+		if mb <= 0 {
+			return 0
+		}
+		sum += int64(mb) << 20
+	}
+	return sum
 }

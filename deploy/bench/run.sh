@@ -24,7 +24,7 @@ plan=(
 	"./message|BenchmarkValidate|20000x|message validation per mode"
 	"./embedding|BenchmarkLocalEmbedInto|20000x|built-in embedder"
 	"./ingest|BenchmarkIngest$|1x|ingest vs bare async publish (same run)"
-	"./ingest|BenchmarkIngestBacklogRSS|1x|ingest + embedded JetStream replaying a 1M-event backlog: peak RSS, runtime defaults and GOMEMLIMIT=120MiB (target <= 150 MB)"
+	"./ingest|BenchmarkIngestBacklogRSS|1x|ingest + embedded JetStream replaying a 1M-event backlog: peak RSS with the default ingest.memory_limit_mb and with none (target <= 150 MB)"
 	"./ingest|BenchmarkReceive|20000x|raw-bytes codec vs decode and re-encode"
 	"./sink|BenchmarkWriterVsCeiling|3x|writer vs raw COPY ceiling (same run)"
 	"./sink|BenchmarkCopyIndexCost|3x|COPY into the indexed live tables vs the ceiling (same run)"
