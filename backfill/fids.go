@@ -52,22 +52,34 @@ func HubFIDs(ctx context.Context, h FIDLister, pageSize uint32) iter.Seq2[uint64
 			return
 		}
 		for _, shard := range dataShards(info) {
-			var token []byte
-			for {
-				resp, err := h.GetFids(ctx, &pb.FidsRequest{PageSize: &pageSize, PageToken: token, ShardId: shard})
-				if err != nil {
-					yield(0, fmt.Errorf("list fids of shard %d: %w", shard, err))
+			for f, err := range shardFIDs(ctx, h, shard, pageSize) {
+				if !yield(f, err) || err != nil {
 					return
 				}
-				for _, f := range resp.GetFids() {
-					if !yield(f, nil) {
-						return
-					}
+			}
+		}
+	}
+}
+
+// shardFIDs yields every FID of one data shard, reading pageSize FIDs per
+// request.
+func shardFIDs(ctx context.Context, h FIDLister, shard, pageSize uint32) iter.Seq2[uint64, error] {
+	return func(yield func(uint64, error) bool) {
+		var token []byte
+		for {
+			resp, err := h.GetFids(ctx, &pb.FidsRequest{PageSize: &pageSize, PageToken: token, ShardId: shard})
+			if err != nil {
+				yield(0, fmt.Errorf("list fids of shard %d: %w", shard, err))
+				return
+			}
+			for _, f := range resp.GetFids() {
+				if !yield(f, nil) {
+					return
 				}
-				token = resp.GetNextPageToken()
-				if len(token) == 0 {
-					break
-				}
+			}
+			token = resp.GetNextPageToken()
+			if len(token) == 0 {
+				return
 			}
 		}
 	}

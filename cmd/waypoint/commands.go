@@ -142,7 +142,8 @@ func runIngest(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus
 	var gaps ingest.GapHandler
 	if rdb != nil {
 		defer rdb.Close()
-		gaps = gapBackfill(cfg, log, newQueue(cfg, rdb, backfill.WithTracerProvider(tp)), h, b)
+		gaps = backfill.GapReconciler(newQueue(cfg, rdb, backfill.WithTracerProvider(tp)), h.Raw(), b,
+			backfill.WithGapLogger(log), backfill.WithGapPageSize(uint32(cfg.Backfill.PageSize)), backfill.WithGapBatchSize(cfg.Backfill.BatchSize))
 	}
 	io := ingestOptions(cfg)
 	io.Hub, io.Bus, io.GapHandler = h.Raw(), b, gaps

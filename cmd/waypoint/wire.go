@@ -18,7 +18,6 @@ import (
 	"github.com/waypointhq/waypoint/config"
 	"github.com/waypointhq/waypoint/embedding"
 	"github.com/waypointhq/waypoint/hub"
-	"github.com/waypointhq/waypoint/ingest"
 	"github.com/waypointhq/waypoint/message"
 	pb "github.com/waypointhq/waypoint/proto"
 	"github.com/waypointhq/waypoint/sink"
@@ -143,65 +142,6 @@ func newWorker(cfg *config.Config, log *slog.Logger, q *backfill.Queue, h *hub.C
 		Store:          store,
 		Logger:         log.With("component", "backfill"),
 	})
-}
-
-// gapDrainTimeout bounds how long a gap's reconciliation waits for the
-// sink to apply what was published before the gap.
-const gapDrainTimeout = 30 * time.Minute
-
-// gapBackfill turns a gap ingest could not repair into a priority
-// reconciliation of the FIDs it affects, or of every FID of its shard when
-// those are not known, so the database is repaired from the node's current
-// state: a plain backfill would only add, and what was deleted, pruned or
-// revoked on the node while its events were lost would stay live.
-//
-// The reconciliation is queued only once the sink has applied every event
-// published before the gap: one applied after it could bring back a row
-// whose removal was among the lost events, and nothing would delete it
-// again. The wait runs beside ingest, which goes on publishing.
-func gapBackfill(cfg *config.Config, log *slog.Logger, q *backfill.Queue, h *hub.Client, b *bus.Bus) ingest.GapHandler {
-	return ingest.GapHandlerFunc(func(ctx context.Context, g ingest.Gap) error {
-		seq, err := b.LastSequence(ctx)
-		if err != nil {
-			return fmt.Errorf("reconcile gap on shard %d: %w", g.Shard, err)
-		}
-		go func() {
-			ctx, cancel := context.WithTimeout(ctx, gapDrainTimeout)
-			defer cancel()
-			if err := b.WaitConsumed(ctx, sink.DefaultGroup, seq, time.Second); err != nil {
-				log.Warn("gap in the event stream: the sink did not catch up; reconciling anyway", "shard", g.Shard, "err", err)
-			}
-			if err := enqueueGap(context.WithoutCancel(ctx), cfg, log, q, h, g); err != nil {
-				log.Error("gap in the event stream: queue its reconciliation", "shard", g.Shard, "err", err)
-			}
-		}()
-		return nil
-	})
-}
-
-func enqueueGap(ctx context.Context, cfg *config.Config, log *slog.Logger, q *backfill.Queue, h *hub.Client, g ingest.Gap) error {
-	src := backfill.FIDList(g.FIDs...)
-	if len(g.FIDs) == 0 {
-		src = func(yield func(uint64, error) bool) {
-			for page, err := range h.Fids(ctx, g.Shard, uint32(cfg.Backfill.PageSize)) {
-				if err != nil {
-					yield(0, err)
-					return
-				}
-				for _, fid := range page {
-					if !yield(fid, nil) {
-						return
-					}
-				}
-			}
-		}
-	}
-	res, err := q.Enqueue(ctx, src, backfill.EnqueueRequest{Kind: backfill.KindReconcile, Priority: true, BatchSize: cfg.Backfill.BatchSize})
-	if err != nil {
-		return fmt.Errorf("enqueue reconciliation for gap on shard %d: %w", g.Shard, err)
-	}
-	log.Warn("gap in the event stream: queued a reconciliation", "shard", g.Shard, "kind", g.Kind, "from_id", g.FromID, "to_id", g.ToID, "jobs", res.Jobs, "fids", res.FIDs+res.Skipped)
-	return nil
 }
 
 // isTerminal reports whether f is a character device, i.e. a person is

@@ -207,37 +207,16 @@ func (pl *pipeline) dialHub() *hub.Client {
 	return h
 }
 
-// gapHandler queues a priority reconciliation of a gap's FIDs, or of every
-// FID of the shard when they are unknown, once the sink has applied what
-// was published before the gap, as `waypoint ingest` does.
+// gapHandler records every gap for the scenario's own checks and hands it
+// to the reconciler `waypoint ingest` uses.
 func (pl *pipeline) gapHandler(h *hub.Client, b *bus.Bus) ingest.GapHandler {
+	rec := backfill.GapReconciler(pl.queue, h.Raw(), b, backfill.WithGapLogger(logger().With("component", "ingest")),
+		backfill.WithGapDrainTimeout(time.Minute), backfill.WithGapPollInterval(100*time.Millisecond), backfill.WithGapBatchSize(10))
 	return ingest.GapHandlerFunc(func(ctx context.Context, g ingest.Gap) error {
 		pl.mu.Lock()
 		pl.gaps = append(pl.gaps, g)
 		pl.mu.Unlock()
-		if g.Kind == ingest.GapUnpublishable {
-			return nil
-		}
-		seq, err := b.LastSequence(ctx)
-		if err != nil {
-			return err
-		}
-		wctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		if err := b.WaitConsumed(wctx, sink.DefaultGroup, seq, 100*time.Millisecond); err != nil {
-			return err
-		}
-		fids := g.FIDs
-		if len(fids) == 0 {
-			for page, err := range h.Fids(ctx, g.Shard, 1000) {
-				if err != nil {
-					return err
-				}
-				fids = append(fids, page...)
-			}
-		}
-		_, err = pl.queue.Enqueue(ctx, backfill.FIDList(fids...), backfill.EnqueueRequest{Kind: backfill.KindReconcile, Priority: true, BatchSize: 10})
-		return err
+		return rec.HandleGap(ctx, g)
 	})
 }
 
