@@ -76,6 +76,9 @@ const (
 	EmbeddedDuplicateWindow = 5 * time.Second
 	DefaultPublishTimeout   = 30 * time.Second
 	DefaultMaxPending       = 1 << 16
+	// DefaultSetupAttemptTimeout bounds one attempt at creating or
+	// checking the stream or the bucket in Open.
+	DefaultSetupAttemptTimeout = 5 * time.Second
 )
 
 // MetadataPartitions is the stream metadata key holding the partition
@@ -143,6 +146,10 @@ type Options struct {
 	// MaxPending bounds asynchronous publishes awaiting acks on the
 	// connection; callers keep their own, lower, bounds.
 	MaxPending int
+	// SetupAttemptTimeout bounds each attempt Open makes at creating or
+	// checking the stream and the bucket; a request without a reply in
+	// that time is sent again (default DefaultSetupAttemptTimeout).
+	SetupAttemptTimeout time.Duration
 
 	Logger *slog.Logger
 }
@@ -161,7 +168,9 @@ type Bus struct {
 
 // Open connects to NATS (starting the embedded server when opts.URL is
 // empty), then creates or checks the events stream and the checkpoint
-// bucket.
+// bucket. Errors a cluster gives while it elects its leaders, and those of
+// a race with other processes opening the same stream, are retried until
+// ctx is done; a stream whose layout conflicts with opts fails at once.
 func Open(ctx context.Context, opts Options) (*Bus, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -235,6 +244,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.MaxPending <= 0 {
 		o.MaxPending = DefaultMaxPending
+	}
+	if o.SetupAttemptTimeout <= 0 {
+		o.SetupAttemptTimeout = DefaultSetupAttemptTimeout
 	}
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = 10 * time.Second
@@ -354,50 +366,6 @@ func (b *Bus) streamConfig() jetstream.StreamConfig {
 		AllowDirect: true,
 		Metadata:    map[string]string{MetadataPartitions: strconv.Itoa(o.Partitions)},
 	}
-}
-
-func (b *Bus) setup(ctx context.Context) error {
-	o := b.opts
-	want := b.streamConfig()
-	s, err := b.js.Stream(ctx, o.Stream)
-	switch {
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		s, err = b.js.CreateStream(ctx, want)
-		if err != nil {
-			return fmt.Errorf("bus: create stream %s: %w", o.Stream, err)
-		}
-		b.log.Info("created stream", "stream", o.Stream, "partitions", o.Partitions, "replicas", o.Replicas)
-	case err != nil:
-		return fmt.Errorf("bus: look up stream %s: %w", o.Stream, err)
-	default:
-		have := s.CachedInfo().Config
-		if err := checkPartitions(o.Stream, have.Metadata, o.Partitions); err != nil {
-			return err
-		}
-		// Keep metadata the server or an operator added.
-		meta := make(map[string]string, len(have.Metadata)+1)
-		for k, v := range have.Metadata {
-			meta[k] = v
-		}
-		meta[MetadataPartitions] = want.Metadata[MetadataPartitions]
-		want.Metadata = meta
-		if s, err = b.js.UpdateStream(ctx, want); err != nil {
-			return fmt.Errorf("bus: update stream %s to the configured limits: %w", o.Stream, err)
-		}
-	}
-	b.stream = s
-	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      o.CheckpointBucket,
-		Description: "Waypoint ingest checkpoints: last acknowledged event id per stream and shard",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    o.Replicas,
-	})
-	if err != nil {
-		return fmt.Errorf("bus: checkpoint bucket %s: %w", o.CheckpointBucket, err)
-	}
-	b.kv = kv
-	return nil
 }
 
 func checkPartitions(stream string, meta map[string]string, want int) error {

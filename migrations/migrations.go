@@ -182,7 +182,12 @@ func allApplied(ms []Migration) bool {
 }
 
 func ensureTable(ctx context.Context, conn *pgx.Conn) error {
-	_, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: create schema_migrations: begin: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
+	_, err = tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version    bigint      PRIMARY KEY,
 		name       text        NOT NULL,
 		applied_at timestamptz NOT NULL DEFAULT now()
@@ -190,8 +195,40 @@ func ensureTable(ctx context.Context, conn *pgx.Conn) error {
 	if err != nil {
 		return fmt.Errorf("migrate: create schema_migrations: %w", err)
 	}
+	// Default privileges (deploy/postgres/roles.sql) give every new table's
+	// row writes to the writer role, this one included. Only the runner may
+	// record a version, or a role that merely writes rows could mark a
+	// migration applied that never ran; so take back row writes from every
+	// role but the owner, whatever the roles are named. Reads stay: the
+	// startup check runs as the writer.
+	if _, err := tx.Exec(ctx, revokeWrites); err != nil {
+		return fmt.Errorf("migrate: restrict schema_migrations: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("migrate: create schema_migrations: commit: %w", err)
+	}
 	return nil
 }
+
+// revokeWrites takes INSERT, UPDATE, DELETE and TRUNCATE on
+// schema_migrations from every grantee other than the table's owner.
+const revokeWrites = `DO $$
+DECLARE
+	grantee text;
+BEGIN
+	FOR grantee IN
+		SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END
+		FROM pg_class c
+		CROSS JOIN LATERAL aclexplode(c.relacl) a
+		LEFT JOIN pg_roles r ON r.oid = a.grantee
+		WHERE c.oid = 'schema_migrations'::regclass
+		  AND a.grantee <> c.relowner
+		  AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')
+	LOOP
+		EXECUTE 'REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON schema_migrations FROM ' || grantee;
+	END LOOP;
+END
+$$`
 
 func appliedVersions(ctx context.Context, conn *pgx.Conn) (map[int64]struct{}, error) {
 	rows, err := conn.Query(ctx, `SELECT version FROM schema_migrations`)

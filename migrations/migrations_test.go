@@ -236,3 +236,31 @@ func TestStatusOnEmptyDatabaseIsAllPending(t *testing.T) {
 		}
 	}
 }
+
+// TestUpTakesBackWritesOnItsRecord checks that a run applying a migration
+// leaves row writes on schema_migrations to its owner alone, while reads
+// granted to others stay.
+func TestUpTakesBackWritesOnItsRecord(t *testing.T) {
+	ctx := context.Background()
+	pool := newPool(t)
+	fsys := fstest.MapFS{"0001_first.sql": {Data: []byte(`CREATE TABLE first (id int);`)}}
+	if err := UpFS(ctx, pool, fsys); err != nil {
+		t.Fatalf("up: %v", err)
+	}
+	if _, err := pool.Exec(ctx, `GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON schema_migrations TO PUBLIC`); err != nil {
+		t.Fatal(err)
+	}
+	fsys["0002_second.sql"] = &fstest.MapFile{Data: []byte(`CREATE TABLE second (id int);`)}
+	if err := UpFS(ctx, pool, fsys); err != nil {
+		t.Fatalf("up with a new migration: %v", err)
+	}
+	for priv, want := range map[string]bool{"SELECT": true, "INSERT": false, "UPDATE": false, "DELETE": false, "TRUNCATE": false} {
+		var got bool
+		if err := pool.QueryRow(ctx, `SELECT has_table_privilege('public', 'schema_migrations', $1)`, priv).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("PUBLIC has %s on schema_migrations: %v, want %v", priv, got, want)
+		}
+	}
+}

@@ -33,13 +33,11 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	}
 	sql := strings.NewReplacer("waypoint_owner", owner, "waypoint_writer", writer).Replace(string(script))
 
+	testsupport.DropRolesAtEnd(t, adminURL, owner, writer)
+	runRolesSQL(ctx, t, adminURL, sql)
 	admin, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
 		t.Fatal(err)
-	}
-	testsupport.DropRolesAtEnd(t, adminURL, owner, writer)
-	if _, err := admin.Exec(ctx, sql); err != nil {
-		t.Fatalf("roles.sql: %v", err)
 	}
 	password := "pw-" + testsupport.Suffix()
 	for _, r := range []string{owner, writer} {
@@ -59,6 +57,15 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	if err := migrations.Up(ctx, pool); err != nil {
 		t.Fatalf("migrate up as the writer on a migrated database: %v", err)
 	}
+	assertRecordReadOnly(ctx, t, pool)
+	// Run again on the migrated database, as for a second database served
+	// by the same roles: its GRANT on every table must not reopen the
+	// record.
+	runRolesSQL(ctx, t, adminURL, sql)
+	if err := migrations.Up(ctx, pool); err != nil {
+		t.Fatalf("migrate up as the writer after roles.sql ran again: %v", err)
+	}
+	assertRecordReadOnly(ctx, t, pool)
 	e := embedding.NewLocal(embedding.DefaultDimensions)
 	w := newTestWriter(t, pool, WithEmbedder(e))
 	bad := &pb.Message{Hash: []byte{9}}
@@ -90,6 +97,49 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 		var pe *pgconn.PgError
 		if !errors.As(err, &pe) || (pe.Code != "42501" && pe.Code != "42809") {
 			t.Errorf("%s as the writer role: %v, want permission denied", stmt, err)
+		}
+	}
+}
+
+func runRolesSQL(ctx context.Context, t *testing.T, adminURL, sql string) {
+	t.Helper()
+	admin, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, sql); err != nil {
+		t.Fatalf("roles.sql: %v", err)
+	}
+}
+
+// assertRecordReadOnly checks that pool's role reads the migration record,
+// every embedded migration applied, and may not write it.
+func assertRecordReadOnly(ctx context.Context, t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	st, err := migrations.Status(ctx, pool)
+	if err != nil {
+		t.Fatalf("migration status as the writer role: %v", err)
+	}
+	var rows int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&rows); err != nil || rows != len(st) {
+		t.Fatalf("read schema_migrations as the writer role: %d rows, %v; want %d", rows, err, len(st))
+	}
+	for _, m := range st {
+		if m.Pending() {
+			t.Errorf("migration %04d_%s pending as seen by the writer role", m.Version, m.Name)
+		}
+	}
+	for _, stmt := range []string{
+		`INSERT INTO schema_migrations (version, name) VALUES (999999, 'forged')`,
+		`UPDATE schema_migrations SET name = 'forged'`,
+		`DELETE FROM schema_migrations`,
+		`TRUNCATE schema_migrations`,
+	} {
+		_, err := pool.Exec(ctx, stmt)
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "42501" {
+			t.Errorf("%s as the writer role: %v, want permission denied (42501)", stmt, err)
 		}
 	}
 }

@@ -1,7 +1,8 @@
 -- Least-privilege roles for a Waypoint database.
 --
--- Run once per database as a superuser, connected to that database and
--- before the first `waypoint migrate up`:
+-- Run as a superuser, connected to the database, before the first
+-- `waypoint migrate up`, once for each database the roles serve. Running it
+-- again is harmless: the roles are made only if missing.
 --
 --   psql "postgres://postgres@db/waypoint" -f deploy/postgres/roles.sql
 --   psql ... -c "ALTER ROLE waypoint_owner PASSWORD '...'"
@@ -15,10 +16,27 @@
 -- migrated, the migrate step that start, sink and backfill run at startup
 -- makes no change, so they start as this role too.
 --
+-- The writer may read schema_migrations, the migration runner's record of
+-- applied versions, but not write it: a role that writes rows could
+-- otherwise mark a migration applied that never ran. Default privileges
+-- cannot leave one table out, and the runner creates that table after this
+-- script, so the runner itself, whenever it creates the table or applies a
+-- migration, revokes INSERT, UPDATE, DELETE and TRUNCATE on it from every
+-- role but its owner. The REVOKE at the end of this script covers a table
+-- that exists already, which the GRANT just before it has opened.
+--
 -- Rename the roles by editing the two names below throughout.
 
-CREATE ROLE waypoint_owner LOGIN;
-CREATE ROLE waypoint_writer LOGIN;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'waypoint_owner') THEN
+        CREATE ROLE waypoint_owner LOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'waypoint_writer') THEN
+        CREATE ROLE waypoint_writer LOGIN;
+    END IF;
+END
+$$;
 
 -- pgvector is not a trusted extension: only a superuser can create it.
 CREATE EXTENSION IF NOT EXISTS vector;
@@ -48,3 +66,12 @@ ALTER DEFAULT PRIVILEGES FOR ROLE waypoint_owner IN SCHEMA public
 -- waypoint_owner).
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO waypoint_writer;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO waypoint_writer;
+
+-- The runner's bookkeeping table stays read-only to the writer (see above).
+DO $$
+BEGIN
+    IF to_regclass('public.schema_migrations') IS NOT NULL THEN
+        REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON public.schema_migrations FROM waypoint_writer;
+    END IF;
+END
+$$;
