@@ -6,6 +6,9 @@
 # machines; absolute rates depend on the machine and its load.
 #
 # BENCH_FILTER=regexp runs only the matching rows of the plan below.
+# BENCH_README=1 also puts the table into README.md, between the
+# <!-- bench:begin --> and <!-- bench:end --> lines of its Performance
+# section (only after a run of the whole plan).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 eval "$(deploy/local/services.sh env)"
@@ -74,3 +77,21 @@ done
 			what = ""
 		}' "$raw"
 } | tee bin/bench.md
+
+if [[ ${BENCH_README:-} == 1 ]]; then
+	if [[ $filter != . ]]; then
+		echo "bench: BENCH_README needs a run of the whole plan, not BENCH_FILTER=$filter" >&2
+		exit 1
+	fi
+	# The markers stay; what is between them is replaced.
+	awk -v table=bin/bench.md '
+		/^<!-- bench:begin -->$/ { print; while ((getline line < table) > 0) print line; skip = 1; next }
+		/^<!-- bench:end -->$/ { skip = 0 }
+		!skip' README.md >bin/README.md.new
+	if ! grep -q '^<!-- bench:end -->$' bin/README.md.new; then
+		echo "bench: README.md lacks the bench markers" >&2
+		exit 1
+	fi
+	mv bin/README.md.new README.md
+	echo "bench: README.md updated" >&2
+fi
