@@ -50,6 +50,7 @@ type Config struct {
 	Redis    Redis    `toml:"redis"`
 	Hub      Hub      `toml:"hub"`
 	NATS     NATS     `toml:"nats"`
+	Ingest   Ingest   `toml:"ingest"`
 	Log      Log      `toml:"log"`
 	Sink     Sink     `toml:"sink"`
 	Backfill Backfill `toml:"backfill"`
@@ -106,6 +107,14 @@ type NATS struct {
 	Token      string `toml:"token" redact:"value"`
 	User       string `toml:"user"`
 	Password   string `toml:"password" redact:"value"`
+}
+
+// Ingest configures the stage that follows the hub into JetStream.
+type Ingest struct {
+	// FromID is the event id a shard without a checkpoint starts at; -1
+	// starts at the node's newest event. A shard with a checkpoint always
+	// resumes after it.
+	FromID int `toml:"from_id"`
 }
 
 // Log configures the process's slog logger.
@@ -177,6 +186,7 @@ func Default() Config {
 			Partitions: 16,
 			Replicas:   1,
 		},
+		Ingest:   Ingest{FromID: -1},
 		Log:      Log{Level: "info", Format: "text"},
 		Sink:     Sink{Replicas: 1, BatchSize: 1000, BatchTimeoutMS: 100, MaxBatchMB: 32, MaxPulledMB: 128, Validate: "hash"},
 		Backfill: Backfill{Concurrency: 50, BatchSize: 50, PageSize: 1000},

@@ -39,6 +39,7 @@ func TestLoadDefaults(t *testing.T) {
 		"nats.stream":         {got.NATS.Stream, "WAYPOINT_EVENTS"},
 		"nats.partitions":     {got.NATS.Partitions, 16},
 		"nats.replicas":       {got.NATS.Replicas, 1},
+		"ingest.from_id":      {got.Ingest.FromID, -1},
 		"log.level":           {got.Log.Level, "info"},
 		"sink.batch_size":     {got.Sink.BatchSize, 1000},
 		"sink.validate":       {got.Sink.Validate, "hash"},
@@ -324,6 +325,10 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "backfill page size above the node's page limit", file: "[backfill]\npage_size = 10001\n",
 			want: []string{`config: backfill.page_size = 10001 in file FILE: want 1..10000`},
+		},
+		{
+			name: "ingest start below -1", overrides: []Override{{Key: "ingest.from_id", Value: "-2", Name: "--from-id"}},
+			want: []string{`config: --from-id="-2" on the command line: want -1..9223372036854775807`},
 		},
 		{
 			name: "nats replicas", env: []string{"WAYPOINT_NATS__REPLICAS=0"},

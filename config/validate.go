@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"slices"
@@ -41,6 +42,8 @@ func (l *loader) validate() {
 	if c.NATS.Password != "" && c.NATS.User == "" {
 		l.check("nats.password", "set nats.user too: a password needs a user name")
 	}
+
+	l.check("ingest.from_id", between(c.Ingest.FromID, -1, math.MaxInt))
 
 	l.check("log.level", oneOf(c.Log.Level, "debug", "info", "warn", "error"))
 	l.check("log.format", oneOf(c.Log.Format, "text", "json"))

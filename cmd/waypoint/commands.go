@@ -89,14 +89,16 @@ func (*startCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) 
 	return g.Wait()
 }
 
-type ingestCmd struct{}
+type ingestCmd struct {
+	FromID *int `name:"from-id" placeholder:"ID" config:"ingest.from_id" help:"Event id a shard without a checkpoint starts at: 0 replays the node's whole backlog, -1 starts at its newest event (ingest.from_id)."`
+}
 
 func (ingestCmd) Help() string {
-	return `Subscribes to every data shard of the hub (or those in hub.shard_indices), resuming from the last event it published, and publishes each event to the JetStream stream under a subject partitioned by FID.
+	return `Subscribes to every data shard of the hub (or those in hub.shard_indices), resuming from the last event it published, and publishes each event to the JetStream stream under a subject partitioned by FID. A shard with no checkpoint yet starts at the node's newest event, or at --from-id.
 
 Example:
 
-    waypoint ingest --hub-url snapchain:3383 --nats-url nats://127.0.0.1:4222`
+    waypoint ingest --hub-url snapchain:3383 --nats-url nats://127.0.0.1:4222 --from-id 0`
 }
 
 func (*ingestCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
@@ -132,10 +134,16 @@ func runIngest(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus
 		defer rdb.Close()
 		gaps = gapBackfill(cfg, log, newQueue(cfg, rdb, backfill.WithTracerProvider(tp)), h, b)
 	}
+	var from *uint64
+	if cfg.Ingest.FromID >= 0 {
+		id := uint64(cfg.Ingest.FromID)
+		from = &id
+	}
 	in, err := ingest.New(ingest.Options{
 		Hub:            h.Raw(),
 		Bus:            b,
 		Shards:         cfg.Hub.ShardIndices,
+		FromID:         from,
 		GapHandler:     gaps,
 		Logger:         log.With("component", "ingest"),
 		TracerProvider: tp,
