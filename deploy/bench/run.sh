@@ -31,6 +31,7 @@ plan=(
 	"./sink|BenchmarkIndexer|3x|HNSW indexer"
 	"./sink|BenchmarkSinkEndToEnd|2x|JetStream -> sink -> Postgres, by replicas and on a 3-node cluster"
 	"./sink|BenchmarkSinkLatency|1x|publish-to-commit latency at a steady 1,000 events/s"
+	"./cmd/waypoint|BenchmarkPipelineProcesses|1x|simulator -> ingest -> nats-server -> sink -> Postgres, one process each, 1M-event backlog: rates and peak RSS per process, by sink replicas"
 	"./ingest|BenchmarkIngestTracing|1x|ingest with tracing on at default sampling vs off (same run)"
 	"./backfill|BenchmarkBackfillSimulatorToPostgres|1x|simulator -> backfill workers -> Postgres (vs the writer alone)"
 	"./backfill|BenchmarkBackfillBigFID|1x|one FID with 1M casts: worker peak RSS (target <= 200 MB) and rate"
