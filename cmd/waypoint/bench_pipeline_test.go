@@ -45,28 +45,32 @@ var pipelineStores = []devnet.Store{
 // (built once with go build): `waypoint devnet --preload N` as the hub, a
 // nats-server with JetStream and its own store, `waypoint ingest
 // --from-id 0` publishing the whole backlog to it, and then `waypoint sink
-// --replicas R` draining the stream into a fresh database for R = 1, 2
-// and 4. The backlog is 1M events, the size the sink's memory target is set
-// for (WAYPOINT_BENCH_PIPELINE_EVENTS scales it down).
+// --replicas R` draining the stream into a fresh database.
 //
-// Ingest runs once: each sink drains the same stream after the group's
-// consumers were deleted, so they start again from the first message, into
-// a database of its own. One preload and one ingest for three drains keep
-// the whole run near 6 minutes at 1M events on two cores, most of it the
-// three drains. The sink runs as deployed: with Redis (dedupe cache and
-// an idle backfill queue under a prefix of its own), the default
-// validation (hash) and metrics served on a free port.
+// replicas=1 drains a backlog of 1M events, the size the sink's memory
+// target is set for (WAYPOINT_BENCH_PIPELINE_EVENTS scales it); replicas=2
+// and replicas=4 drain one of a tenth of that, published once, into a
+// stream of another name, after the first was deleted: each sink drains it after the group's consumers were
+// deleted, so they start again from the first message, into a database of
+// its own. Three drains of 1M would take 15 minutes on the loaded
+// two-core development machine; this plan about half of that, most of it
+// the 1M drain. The sink runs as deployed: with Redis (dedupe cache and an
+// idle backfill queue under a prefix of its own), the default validation
+// (hash) and metrics served on a free port. The simulator cuts a block a
+// second as the network does, with the preload's blocks filled at its
+// default rate, and no live workload after it.
 //
-// Reported on every line: sink-msgs/s, the messages in the stream over the
-// time from the sink process's start until its group acknowledged all of
-// them (a message is acknowledged only once its batch committed);
-// sink-peak-rss-MB, the sink's VmHWM; nats-peak-rss-MB, the server's so
-// far; and from the shared ingest run, ingest-events/s (messages stored
-// over the time from ingest's start until the last one was stored),
-// ingest-peak-rss-MB and devnet-peak-rss-MB. Peaks are read from
-// /proc/<pid>/status just before each process is stopped. Ingest and sink
-// run one after the other, so the pipeline's rate when both run at once is
-// at most the lower of the two.
+// Reported on every line: backlog-msgs, the messages in the stream;
+// sink-msgs/s, those over the time from the sink process's start until its
+// group acknowledged them all (a message is acknowledged only once its
+// batch committed); sink-peak-rss-MB, the sink's VmHWM; nats-peak-rss-MB,
+// the server's so far; and from the run that published the backlog,
+// ingest-events/s (messages over the time from ingest's start until the
+// stream held every shard's last block), ingest-peak-rss-MB and
+// devnet-peak-rss-MB.
+// Peaks are read from /proc/<pid>/status just before each process is
+// stopped. Ingest and sink run one after the other, so the pipeline's rate
+// when both run at once is at most the lower of the two.
 //
 // A rate for a wrong result is worthless: each database must equal the
 // simulator's ground truth (its --dump-state), fid by fid, for casts,
@@ -75,67 +79,98 @@ func BenchmarkPipelineProcesses(b *testing.B) {
 	events := 1_000_000
 	if v := os.Getenv(pipelineEventsEnv); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			b.Fatalf("%s=%q: want a positive number", pipelineEventsEnv, v)
+		if err != nil || n < 10 {
+			b.Fatalf("%s=%q: want a number from 10 up", pipelineEventsEnv, v)
 		}
 		events = n
 	}
-	ctx := context.Background()
-	dir := b.TempDir()
-	bin := buildWaypoint(b, dir)
+	bin := buildWaypoint(b, b.TempDir())
 	ns := testsupport.StartNATSServer(b)
 	rdb := testsupport.NewRedis(b)
-	hubAddr := fmt.Sprintf("127.0.0.1:%d", testsupport.FreePort(b))
 	env := []string{
-		"WAYPOINT_HUB__URL=" + hubAddr,
 		"WAYPOINT_HUB__NETWORK=devnet",
 		"WAYPOINT_NATS__URL=" + ns.URL,
 		"WAYPOINT_REDIS__URL=" + rdb.URL,
 		"WAYPOINT_LOG__LEVEL=warn",
 	}
-
-	dump := filepath.Join(dir, "truth.jsonl")
-	start := time.Now()
-	dn := startWaypoint(b, bin, env, "devnet", "--listen", hubAddr, "--seed", "1",
-		"--fids", strconv.Itoa(pipelineFIDs), "--preload", strconv.Itoa(events),
-		// No live workload and no empty blocks: the backlog is all there is.
-		"--duration", "1ns", "--block-interval", "0", "--dump-state", dump)
-	last := lastEventIDs(b, dn, hubAddr)
-	b.Logf("simulator preloaded %d events in %v; last event ids %v", events, time.Since(start).Round(time.Second), last)
-
-	bs, err := bus.Open(ctx, bus.Options{URL: ns.URL, Name: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = bs.Close() })
-	in := ingestBacklog(b, bin, env, bs, last)
-	devnetRSS := peakRSS(b, dn.PID())
-	if err := dn.Stop(time.Minute); err != nil {
-		b.Fatalf("%v\n%s", err, dn.LogTail(4000))
-	}
-	truth := readTruth(b, dump)
-	b.Logf("ingest published %d messages in %v (%.0f/s), peak RSS: ingest %.0f MB, simulator %.0f MB",
-		in.messages, in.took.Round(time.Millisecond), in.rate(), mb(in.rss), mb(devnetRSS))
-
+	var bl *backlog
 	for _, replicas := range []int{1, 2, 4} {
+		switch replicas {
+		case 1:
+			bl = publishBacklog(b, bin, env, ns.URL, "WAYPOINT_EVENTS", events)
+		case 2:
+			// Streams on one server may not share subjects.
+			bl.drop(b)
+			bl = publishBacklog(b, bin, env, ns.URL, "WAYPOINT_EVENTS_SMALL", events/10)
+		}
 		b.Run(fmt.Sprintf("replicas=%d", replicas), func(b *testing.B) {
 			var took time.Duration
 			var rss uint64
 			for i := 0; i < b.N; i++ {
-				d, r := drainWithSink(b, bin, env, rdb.Prefix, bs, in.lastSeq, replicas, truth)
+				d, r := drainWithSink(b, bin, rdb.Prefix, bl, replicas)
 				took += d
 				rss = max(rss, r)
 			}
-			rate := float64(in.messages) * float64(b.N) / took.Seconds()
-			b.Logf("%d replicas: %.0f msgs/s, sink peak RSS %.0f MB", replicas, rate, mb(rss))
+			rate := float64(bl.ingest.messages) * float64(b.N) / took.Seconds()
+			b.Logf("%d replicas: %d messages, %.0f msgs/s, sink peak RSS %.0f MB", replicas, bl.ingest.messages, rate, mb(rss))
+			b.ReportMetric(float64(bl.ingest.messages), "backlog-msgs")
 			b.ReportMetric(rate, "sink-msgs/s")
 			b.ReportMetric(mb(rss), "sink-peak-rss-MB")
 			b.ReportMetric(mb(peakRSS(b, ns.PID())), "nats-peak-rss-MB")
-			b.ReportMetric(in.rate(), "ingest-events/s")
-			b.ReportMetric(mb(in.rss), "ingest-peak-rss-MB")
-			b.ReportMetric(mb(devnetRSS), "devnet-peak-rss-MB")
+			b.ReportMetric(bl.ingest.rate(), "ingest-events/s")
+			b.ReportMetric(mb(bl.ingest.rss), "ingest-peak-rss-MB")
+			b.ReportMetric(mb(bl.devnetRSS), "devnet-peak-rss-MB")
 		})
 	}
+}
+
+// backlog is a simulator's preload published into a stream of its own.
+type backlog struct {
+	env       []string // configuration of the processes using the stream
+	bus       *bus.Bus
+	ingest    ingestRun
+	devnetRSS uint64
+	// truth holds the simulator's live items of pipelineStores.
+	truth map[devnet.Store]map[uint64][]string
+}
+
+// drop deletes the backlog's stream.
+func (bl *backlog) drop(b *testing.B) {
+	b.Helper()
+	if err := bl.bus.JetStream().DeleteStream(context.Background(), bl.bus.StreamName()); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// publishBacklog preloads a simulator process with events, runs ingest
+// until it published them all into stream, and stops both.
+func publishBacklog(b *testing.B, bin string, env []string, natsURL, stream string, events int) *backlog {
+	b.Helper()
+	hubAddr := fmt.Sprintf("127.0.0.1:%d", testsupport.FreePort(b))
+	env = append(slices.Clip(env), "WAYPOINT_HUB__URL="+hubAddr, "WAYPOINT_NATS__STREAM="+stream)
+	dump := filepath.Join(b.TempDir(), "truth.jsonl")
+	start := time.Now()
+	dn := startWaypoint(b, bin, env, "devnet", "--listen", hubAddr, "--seed", "1",
+		"--fids", strconv.Itoa(pipelineFIDs), "--preload", strconv.Itoa(events),
+		"--duration", "1ns", "--dump-state", dump)
+	last := lastEventIDs(b, dn, hubAddr)
+	b.Logf("simulator preloaded %d events in %v", events, time.Since(start).Round(time.Second))
+
+	bs, err := bus.Open(context.Background(), bus.Options{URL: natsURL, Stream: stream, Name: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = bs.Close() })
+	bl := &backlog{env: env, bus: bs}
+	bl.ingest = ingestBacklog(b, bin, env, bs, last)
+	bl.devnetRSS = peakRSS(b, dn.PID())
+	if err := dn.Stop(time.Minute); err != nil {
+		b.Fatalf("%v\n%s", err, dn.LogTail(4000))
+	}
+	bl.truth = readTruth(b, dump)
+	b.Logf("ingest published %d messages into %s in %v (%.0f/s), peak RSS: ingest %.0f MB, simulator %.0f MB",
+		bl.ingest.messages, stream, bl.ingest.took.Round(time.Millisecond), bl.ingest.rate(), mb(bl.ingest.rss), mb(bl.devnetRSS))
+	return bl
 }
 
 // buildWaypoint builds this command into dir and returns the binary.
@@ -173,7 +208,7 @@ func processEnv(env []string) []string {
 }
 
 // lastEventIDs waits until the simulator serves, which it does once the
-// preload is done, and returns the last event id of each data shard.
+// preload is done, and returns the id of each data shard's last block.
 func lastEventIDs(b *testing.B, dn *testsupport.Daemon, addr string) map[uint32]uint64 {
 	b.Helper()
 	h, err := hub.Dial(context.Background(), addr)
@@ -199,24 +234,33 @@ func lastEventIDs(b *testing.B, dn *testsupport.Daemon, addr string) map[uint32]
 			b.Fatalf("the simulator did not serve within 10 minutes: %v", err)
 		}
 	}
+	// The last event of a shard is then an empty block's BLOCK_CONFIRMED,
+	// once its first block after the preload was cut: ingest is done when
+	// it is in the stream.
 	last := map[uint32]uint64{}
 	for s := uint32(1); s <= info.NumShards; s++ {
-		reverse, one := true, uint32(1)
-		resp, err := h.Raw().GetEvents(context.Background(), &pb.EventsRequest{ShardIndex: &s, Reverse: &reverse, PageSize: &one})
-		if err != nil {
-			b.Fatalf("last event of shard %d: %v", s, err)
+		for {
+			reverse, one := true, uint32(1)
+			resp, err := h.Raw().GetEvents(context.Background(), &pb.EventsRequest{ShardIndex: &s, Reverse: &reverse, PageSize: &one})
+			if err != nil {
+				b.Fatalf("last event of shard %d: %v", s, err)
+			}
+			if len(resp.Events) == 1 && resp.Events[0].Type == pb.HubEventType_HUB_EVENT_TYPE_BLOCK_CONFIRMED {
+				last[s] = resp.Events[0].Id
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("shard %d cut no block after its preload", s)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		if len(resp.Events) != 1 {
-			b.Fatalf("shard %d has no events", s)
-		}
-		last[s] = resp.Events[0].Id
 	}
 	return last
 }
 
 // ingestRun is what the ingest process did.
 type ingestRun struct {
-	messages uint64 // in the stream when ingest was done
+	messages uint64 // in the stream once ingest stopped
 	lastSeq  uint64
 	took     time.Duration
 	rss      uint64
@@ -224,26 +268,21 @@ type ingestRun struct {
 
 func (r ingestRun) rate() float64 { return float64(r.messages) / r.took.Seconds() }
 
-// ingestBacklog runs `waypoint ingest --from-id 0` until its checkpoint
-// reached the last event of every shard, then stops it. Its time ends when
-// the stream first held what it holds at the end.
+// ingestBacklog runs `waypoint ingest --from-id 0` until the stream holds
+// the last block of every shard, and its time ends there; then until its
+// checkpoints reached them too, and stops it. The stream then also holds
+// the few empty blocks the simulator cut meanwhile.
 func ingestBacklog(b *testing.B, bin string, env []string, bs *bus.Bus, last map[uint32]uint64) ingestRun {
 	b.Helper()
-	ctx := context.Background()
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testsupport.FreePort(b))
 	start := time.Now()
-	in := startWaypoint(b, bin, append(env, "WAYPOINT_METRICS__ADDR="+metricsAddr), "ingest", "--from-id", "0")
+	in := startWaypoint(b, bin, append(slices.Clip(env), "WAYPOINT_METRICS__ADDR="+metricsAddr), "ingest", "--from-id", "0")
 	var run ingestRun
-	storedAt := start
 	for {
-		si, err := bs.StreamInfo(ctx)
-		if err != nil {
-			b.Fatal(err)
+		if run.took == 0 && blocksStored(b, bs, last) {
+			run.took = time.Since(start)
 		}
-		if si.State.Msgs != run.messages {
-			run.messages, run.lastSeq, storedAt = si.State.Msgs, si.State.LastSeq, time.Now()
-		}
-		if m, err := readMetrics(metricsAddr); err == nil && checkpointsAt(m, last) {
+		if m, err := readMetrics(metricsAddr); err == nil && run.took > 0 && checkpointsAt(m, last) {
 			break
 		}
 		select {
@@ -252,22 +291,42 @@ func ingestBacklog(b *testing.B, bin string, env []string, bs *bus.Bus, last map
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Since(start) > 15*time.Minute {
-			b.Fatalf("ingest did not publish the backlog within 15 minutes (%d messages stored)", run.messages)
+			b.Fatalf("ingest did not publish the backlog within 15 minutes:\n%s", in.LogTail(4000))
 		}
 	}
-	run.took = storedAt.Sub(start)
 	run.rss = peakRSS(b, in.PID())
 	if err := in.Stop(30 * time.Second); err != nil {
 		b.Fatalf("%v\n%s", err, in.LogTail(4000))
 	}
-	si, err := bs.StreamInfo(ctx)
+	si, err := bs.StreamInfo(context.Background())
 	if err != nil {
 		b.Fatal(err)
 	}
-	if si.State.Msgs != run.messages {
-		b.Fatalf("the stream held %d messages when ingest had checkpointed every shard's last event, %d after it stopped", run.messages, si.State.Msgs)
-	}
+	run.messages, run.lastSeq = si.State.Msgs, si.State.LastSeq
 	return run
+}
+
+// blocksStored reports whether the stream holds the blocks of last, the
+// newest block event of each shard.
+func blocksStored(b *testing.B, bs *bus.Bus, last map[uint32]uint64) bool {
+	b.Helper()
+	for s, id := range last {
+		m, err := bs.Stream().GetLastMsgForSubject(context.Background(), bus.BlockSubject(s))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return false
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		got, err := strconv.ParseUint(m.Header.Get(bus.HeaderEventID), 10, 64)
+		if err != nil {
+			b.Fatalf("block message %d of shard %d: event id: %v", m.Sequence, s, err)
+		}
+		if got < id {
+			return false
+		}
+	}
+	return true
 }
 
 // checkpointsAt reports whether ingest's metrics show every shard
@@ -283,15 +342,15 @@ func checkpointsAt(m map[string]float64, last map[uint32]uint64) bool {
 }
 
 // drainWithSink runs `waypoint sink --replicas replicas` into a fresh
-// database until its group has acknowledged the stream up to lastSeq, and
-// returns the time from its start to then and its peak RSS. The database
-// must then equal truth.
-func drainWithSink(b *testing.B, bin string, env []string, redisPrefix string, bs *bus.Bus, lastSeq uint64, replicas int, truth map[devnet.Store]map[uint64][]string) (time.Duration, uint64) {
+// database until its group has acknowledged the whole backlog, and returns
+// the time from its start to then and its peak RSS. The database must then
+// equal the simulator's state.
+func drainWithSink(b *testing.B, bin, redisPrefix string, bl *backlog, replicas int) (time.Duration, uint64) {
 	b.Helper()
 	ctx := context.Background()
-	resetSinkGroup(b, bs)
+	resetSinkGroup(b, bl.bus)
 	dbURL := testsupport.PostgresURL(b)
-	env = append(env,
+	env := append(slices.Clip(bl.env),
 		"WAYPOINT_DATABASE__URL="+dbURL,
 		"WAYPOINT_REDIS__KEY_PREFIX="+redisPrefix+testsupport.Suffix()+":",
 		fmt.Sprintf("WAYPOINT_METRICS__ADDR=127.0.0.1:%d", testsupport.FreePort(b)))
@@ -306,7 +365,9 @@ func drainWithSink(b *testing.B, bin string, env []string, redisPrefix string, b
 	wctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
 	defer cancel()
 	consumed := make(chan error, 1)
-	go func() { consumed <- bs.WaitConsumed(wctx, sink.DefaultGroup, lastSeq, 100*time.Millisecond) }()
+	go func() {
+		consumed <- bl.bus.WaitConsumed(wctx, sink.DefaultGroup, bl.ingest.lastSeq, 100*time.Millisecond)
+	}()
 	select {
 	case err := <-consumed:
 		if err != nil {
@@ -333,7 +394,7 @@ func drainWithSink(b *testing.B, bin string, env []string, redisPrefix string, b
 	if dead != 0 {
 		b.Fatalf("the sink dead-lettered %d of the simulator's valid messages", dead)
 	}
-	matchTruth(b, pool, truth)
+	matchTruth(b, pool, bl.truth)
 	return took, rss
 }
 
