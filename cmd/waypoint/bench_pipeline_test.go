@@ -50,15 +50,17 @@ var pipelineStores = []devnet.Store{
 // replicas=1 drains a backlog of 1M events, the size the sink's memory
 // target is set for (WAYPOINT_BENCH_PIPELINE_EVENTS scales it); replicas=2
 // and replicas=4 drain one of a tenth of that, published once, into a
-// stream of another name, after the first was deleted: each sink drains it after the group's consumers were
-// deleted, so they start again from the first message, into a database of
-// its own. Three drains of 1M would take 15 minutes on the loaded
-// two-core development machine; this plan about half of that, most of it
-// the 1M drain. The sink runs as deployed: with Redis (dedupe cache and an
-// idle backfill queue under a prefix of its own), the default validation
-// (hash) and metrics served on a free port. The simulator cuts a block a
-// second as the network does, with the preload's blocks filled at its
-// default rate, and no live workload after it.
+// stream of another name after the first was deleted: each sink drains it
+// after the group's consumers were deleted, so they start again from the
+// first message, into a database of its own. Three drains of 1M are out
+// of reach: on the loaded two-core development machine one sink replica
+// drains 1M at about 1.4k msgs/s (the rate falls as the database grows),
+// 12 minutes of the whole run's 14; make bench runs it at 250k events
+// (under 3 minutes). The sink runs as deployed: with Redis (dedupe cache
+// and an idle backfill queue under a prefix of its own), the default
+// validation (hash) and metrics served on a free port. The simulator cuts
+// a block a second as the network does, with the preload's blocks filled
+// at its default rate, and no live workload after it.
 //
 // Reported on every line: backlog-msgs, the messages in the stream;
 // sink-msgs/s, those over the time from the sink process's start until its
@@ -67,10 +69,9 @@ var pipelineStores = []devnet.Store{
 // the server's so far; and from the run that published the backlog,
 // ingest-events/s (messages over the time from ingest's start until the
 // stream held every shard's last block), ingest-peak-rss-MB and
-// devnet-peak-rss-MB.
-// Peaks are read from /proc/<pid>/status just before each process is
-// stopped. Ingest and sink run one after the other, so the pipeline's rate
-// when both run at once is at most the lower of the two.
+// devnet-peak-rss-MB. Peaks are read from /proc/<pid>/status just before
+// each process is stopped. Ingest and sink run one after the other, so the
+// pipeline's rate when both run at once is at most the lower of the two.
 //
 // A rate for a wrong result is worthless: each database must equal the
 // simulator's ground truth (its --dump-state), fid by fid, for casts,
