@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -80,11 +81,20 @@ func (p *tcpProxy) down() {
 }
 
 // scrape returns the samples of /metrics as "name{labels}" -> value.
-func scrape(t *testing.T, addr string) map[string]float64 {
+func scrape(t testing.TB, addr string) map[string]float64 {
 	t.Helper()
+	out, err := readMetrics(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// readMetrics is scrape for callers that wait for the endpoint to come up.
+func readMetrics(addr string) (map[string]float64, error) {
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
-		t.Fatalf("scrape: %v", err)
+		return nil, fmt.Errorf("scrape: %w", err)
 	}
 	defer resp.Body.Close()
 	out := map[string]float64{}
@@ -98,11 +108,14 @@ func scrape(t *testing.T, addr string) map[string]float64 {
 		i := strings.LastIndexByte(line, ' ')
 		v, err := strconv.ParseFloat(line[i+1:], 64)
 		if err != nil {
-			t.Fatalf("metrics line %q: %v", line, err)
+			return nil, fmt.Errorf("metrics line %q: %w", line, err)
 		}
 		out[line[:i]] = v
 	}
-	return out
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("scrape: %w", err)
+	}
+	return out, nil
 }
 
 type readyz struct {

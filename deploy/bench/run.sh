@@ -16,6 +16,13 @@ eval "$(deploy/local/services.sh env)"
 # messages (about 3 minutes on 2 cores); a smaller size set in the
 # environment shows in its fid-msgs column.
 export WAYPOINT_BENCH_BIG_FID_MESSAGES=${WAYPOINT_BENCH_BIG_FID_MESSAGES:-1000000}
+# The process-per-stage pipeline benchmark drains a backlog with one sink
+# replica and a tenth of it with two and four. At the 1M events
+# it takes about 14 minutes on 2 cores (the sink's rate falls as the
+# database grows), so it runs at 250k here (under 3 minutes); set
+# WAYPOINT_BENCH_PIPELINE_EVENTS=1000000 for the target's size. The size
+# shows in its backlog-msgs column.
+export WAYPOINT_BENCH_PIPELINE_EVENTS=${WAYPOINT_BENCH_PIPELINE_EVENTS:-250000}
 # Tracing on vs off alternates rounds; three per side keep it near a minute.
 export WAYPOINT_BENCH_ROUNDS=${WAYPOINT_BENCH_ROUNDS:-3}
 
@@ -34,6 +41,7 @@ plan=(
 	"./sink|BenchmarkIndexer|3x|HNSW indexer"
 	"./sink|BenchmarkSinkEndToEnd|2x|JetStream -> sink -> Postgres, by replicas and on a 3-node cluster"
 	"./sink|BenchmarkSinkLatency|1x|publish-to-commit latency at a steady 1,000 events/s"
+	"./cmd/waypoint|BenchmarkPipelineProcesses|1x|simulator -> ingest -> nats-server -> sink -> Postgres, one process each: rates and peak RSS per process, by sink replicas"
 	"./ingest|BenchmarkIngestTracing|1x|ingest with tracing on at default sampling vs off (same run)"
 	"./backfill|BenchmarkBackfillSimulatorToPostgres|1x|simulator -> backfill workers -> Postgres (vs the writer alone)"
 	"./backfill|BenchmarkBackfillBigFID|1x|one FID with 1M casts: worker peak RSS (target <= 200 MB) and rate"

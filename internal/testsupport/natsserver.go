@@ -77,9 +77,16 @@ func StartNATSServer(t testing.TB, extra ...string) *NATSServer {
 	}
 }
 
+// PID is the server's process id.
+func (s *NATSServer) PID() int { return s.cmd.Process.Pid }
+
 // Daemon is a server process a test can SIGKILL and start again with the
 // same arguments, and so the same ports and data.
 type Daemon struct {
+	// Env, when not nil, is the process's environment instead of the
+	// test's.
+	Env []string
+
 	t    testing.TB
 	name string
 	bin  string
@@ -87,6 +94,7 @@ type Daemon struct {
 	log  string
 	cmd  *exec.Cmd
 	done chan struct{}
+	err  error // the process's exit, once done is closed
 }
 
 // NewDaemon describes a process running bin with args, logging to a file
@@ -106,13 +114,52 @@ func (d *Daemon) Start() {
 		d.t.Fatal(err)
 	}
 	cmd := exec.Command(d.bin, d.args...)
+	if d.Env != nil {
+		cmd.Env = d.Env
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		d.t.Fatalf("start %s: %v", d.name, err)
 	}
 	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); _ = f.Close(); close(done) }()
+	go func() { d.err = cmd.Wait(); _ = f.Close(); close(done) }()
 	d.cmd, d.done = cmd, done
+}
+
+// PID is the running process's id.
+func (d *Daemon) PID() int { return d.cmd.Process.Pid }
+
+// Done is closed when the running process has exited.
+func (d *Daemon) Done() <-chan struct{} { return d.done }
+
+// Stop ends the process with SIGTERM, by its PID, and waits up to timeout
+// for it to exit, then kills it. It returns the exit's error: nil for a
+// clean exit with status 0.
+func (d *Daemon) Stop(timeout time.Duration) error {
+	if d.cmd == nil {
+		return nil
+	}
+	_ = syscall.Kill(d.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(timeout):
+		d.Kill()
+		return fmt.Errorf("%s did not exit within %v of SIGTERM", d.name, timeout)
+	}
+	d.cmd = nil
+	if d.err != nil {
+		return fmt.Errorf("%s: %w", d.name, d.err)
+	}
+	return nil
+}
+
+// LogTail returns the last n bytes of the process's output.
+func (d *Daemon) LogTail(n int) string {
+	log, _ := os.ReadFile(d.log)
+	if len(log) > n {
+		log = log[len(log)-n:]
+	}
+	return string(log)
 }
 
 // Kill ends the process with SIGKILL, by its PID, and waits for it.
@@ -138,11 +185,7 @@ func (d *Daemon) WaitTCP(addr string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	log, _ := os.ReadFile(d.log)
-	if len(log) > 4000 {
-		log = log[len(log)-4000:]
-	}
-	d.t.Fatalf("%s did not listen on %s within 20s:\n%s", d.name, addr, log)
+	d.t.Fatalf("%s did not listen on %s within 20s:\n%s", d.name, addr, d.LogTail(4000))
 }
 
 // NATSCluster is a JetStream cluster of nats-server processes on loopback,
