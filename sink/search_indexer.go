@@ -78,7 +78,18 @@ type IndexerOptions struct {
 	Interval time.Duration
 	// Logger receives failures; slog.Default() if nil.
 	Logger *slog.Logger
+	// Load, when set, is that of the writers sharing the database: while
+	// they spend at least half the time writing (a backlog), the indexer
+	// takes at most BusyShare of its time (default 0.1) and queued
+	// embeddings wait, to be indexed at full speed once the backlog is
+	// written. Search finds new casts later; the backlog drains sooner.
+	Load      *Load
+	BusyShare float64
 }
+
+// busyAbove is the writers' busy fraction above which the indexer gives
+// way: beyond it they are taking batches back to back.
+const busyAbove = 0.5
 
 // RunIndexer keeps cast_embeddings up to date with the queue the writers
 // fill: it drains the queue, waits Interval, and again, until ctx ends, when
@@ -90,6 +101,13 @@ func RunIndexer(ctx context.Context, pool *pgxpool.Pool, opts IndexerOptions) er
 	if opts.Interval <= 0 {
 		opts.Interval = time.Second
 	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = DefaultIndexBatch
+	}
+	if opts.BusyShare <= 0 {
+		opts.BusyShare = 0.1
+	}
+	sample := loadSample{load: opts.Load}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
@@ -102,9 +120,29 @@ func RunIndexer(ctx context.Context, pool *pgxpool.Pool, opts IndexerOptions) er
 			return nil
 		case <-t.C:
 		}
-		if _, err := IndexEmbeddings(ctx, pool, opts.BatchSize); err != nil && ctx.Err() == nil {
+		if err := indexWhileIdle(ctx, pool, opts, &sample); err != nil && ctx.Err() == nil {
 			log.Warn("sink: indexing embeddings failed; retrying", "err", err, "in", opts.Interval)
 		}
 		t.Reset(opts.Interval)
+	}
+}
+
+// indexWhileIdle drains the queue as IndexEmbeddings does, pausing after
+// each batch as indexPause says.
+func indexWhileIdle(ctx context.Context, pool *pgxpool.Pool, opts IndexerOptions, sample *loadSample) error {
+	for {
+		start := time.Now()
+		moved, _, err := indexBatch(ctx, pool, opts.BatchSize)
+		if err != nil || moved == 0 {
+			return err
+		}
+		now := time.Now()
+		if p := indexPause(now.Sub(start), sample.share(now), busyAbove, opts.BusyShare); p > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(p):
+			}
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -59,7 +60,8 @@ type Writer struct {
 	// Fast-path state of the tables COPYed into directly.
 	messagesCopy, castsCopy optimist
 
-	obs writerMetrics
+	obs  writerMetrics
+	load *Load
 }
 
 // optimist decides whether to try a direct COPY into a table. After a COPY
@@ -132,7 +134,9 @@ func (w *Writer) Write(ctx context.Context, events []*pb.HubEvent) (WriteResult,
 	if len(events) == 0 {
 		return res, nil
 	}
+	start := time.Now()
 	err := w.writeSplit(ctx, events, &res)
+	w.load.add(time.Since(start))
 	return res, err
 }
 

@@ -236,11 +236,13 @@ func runSink(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus.B
 	} else {
 		log.Warn("redis.url is not set: no dedupe cache and no backfill queue in this sink")
 	}
+	// The indexer gives way while the writers work through a backlog.
+	load := sink.NewLoad()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		so := sinkOptions(cfg)
 		so.Bus, so.Pool, so.Redis = b, pool, rdb
-		so.WriterOptions = append(writerOptions(cfg, log), sink.WithMetrics(o.metrics, "sink"))
+		so.WriterOptions = append(writerOptions(cfg, log), sink.WithMetrics(o.metrics, "sink"), sink.WithLoad(load))
 		so.Logger = log.With("component", "sink")
 		so.TracerProvider, so.Propagator, so.Metrics = tp, prop, o.metrics
 		return sink.Run(gctx, so)
@@ -248,10 +250,10 @@ func runSink(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus.B
 	// Casts are embedded inline; putting their vectors into the HNSW index
 	// is slower than the writer, so it runs beside it and catches up.
 	g.Go(func() error {
-		return sink.RunIndexer(gctx, pool, sink.IndexerOptions{Logger: log.With("component", "indexer")})
+		return sink.RunIndexer(gctx, pool, sink.IndexerOptions{Logger: log.With("component", "indexer"), Load: load})
 	})
 	if rdb != nil {
-		g.Go(func() error { return runBackfillWorker(gctx, cfg, log, pool, rdb, o) })
+		g.Go(func() error { return runBackfillWorker(gctx, cfg, log, pool, rdb, o, load) })
 	}
 	return g.Wait()
 }
@@ -476,17 +478,19 @@ func (*backfillWorkerCmd) Run(ctx context.Context, cfg *config.Config, log *slog
 	defer rdb.Close()
 	o := newObserver(cfg, log)
 	defer o.serve(ctx, "backfill")()
-	return runBackfillWorker(ctx, cfg, log, pool, rdb, o)
+	return runBackfillWorker(ctx, cfg, log, pool, rdb, o, nil)
 }
 
-func runBackfillWorker(ctx context.Context, cfg *config.Config, log *slog.Logger, pool *pgxpool.Pool, rdb *redis.Client, o *observer) error {
+// runBackfillWorker drains the backfill queue; its writes count in load
+// when that is not nil.
+func runBackfillWorker(ctx context.Context, cfg *config.Config, log *slog.Logger, pool *pgxpool.Pool, rdb *redis.Client, o *observer, load *sink.Load) error {
 	o.setPool(pool)
 	h, err := dialHub(ctx, cfg, log, 1)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	w, err := sink.NewWriter(ctx, pool, append(writerOptions(cfg, log), sink.WithMetrics(o.metrics, "backfill"))...)
+	w, err := sink.NewWriter(ctx, pool, append(writerOptions(cfg, log), sink.WithMetrics(o.metrics, "backfill"), sink.WithLoad(load))...)
 	if err != nil {
 		return err
 	}
