@@ -405,9 +405,15 @@ func (k *keyedStore) candidatesOf(keys string, staged bool) string {
 	} else {
 		b.WriteString("c0 AS (")
 	}
+	// Each lookup probes its index once per key, through a subquery that
+	// OFFSET 0 keeps the planner from flattening into a join: it would
+	// otherwise hash every live version of a table that has no statistics
+	// yet (a new deployment's first minutes of backfill), which it takes for
+	// a few rows, and then that costs as much as the table is large.
 	for _, l := range k.lookups {
 		for _, state := range storedCandidates {
-			fmt.Fprintf(&b, "%s    SELECT true AS stored, t.deleted_at IS NULL AS live, t.hash, t.\"timestamp\" AS ts, %s AS is_remove, %s FROM k JOIN %s t ON %s WHERE %s",
+			fmt.Fprintf(&b, "%s    SELECT true AS stored, t.deleted_at IS NULL AS live, t.hash, t.\"timestamp\" AS ts, %s AS is_remove, %s FROM k,\n"+
+				"        LATERAL (SELECT * FROM %s t WHERE %s AND %s OFFSET 0) t",
 				sep, k.remove("t"), strings.Join(tk, ", "), k.table, l, state)
 			sep = "\n    UNION ALL\n"
 		}
