@@ -439,9 +439,9 @@ type rows struct {
 
 	// arena holds encoded messages and JSON columns; rows slice into it.
 	arena []byte
-	// seen holds the hashes of the messages staged, so that a message
-	// delivered twice in one batch is stored once and the merges need not
-	// deduplicate.
+	// seen holds the hashes of the messages staged (seenStaged), so that a
+	// message delivered twice in one batch is stored once and the merges
+	// need not deduplicate.
 	seen hashSet
 	// gone holds hashes this batch removes or marks, so their casts are not
 	// embedded.
@@ -531,6 +531,21 @@ func (s *hashSet) get(h []byte) uint8 {
 }
 
 func (s *hashSet) has(h []byte) bool { return s.get(h) != 0 }
+
+// Flags of rows.seen.
+const (
+	seenStaged uint8 = 1 << iota
+	// seenMerged: the batch merges the message itself, rather than only
+	// carrying it as one a merge deleted, a prune or a revoke.
+	seenMerged
+)
+
+// messageIsNew reports whether m goes to Writer.copyDirect: the batch does
+// not mark it, or it merges m itself (an add that a later event of the batch
+// removes). A message the batch only marks usually is stored already.
+func (b *rows) messageIsNew(m *messageRow) bool {
+	return !b.markedHashes.has(m.hash) || b.seen.get(m.hash)&seenMerged != 0
+}
 
 // add stages one event.
 func (b *rows) add(ev *pb.HubEvent) {
@@ -644,9 +659,14 @@ func (b *rows) addMessage(ev *pb.HubEvent, m *pb.Message, mark int16) {
 		b.deadLetterMessage(ev, m, "bad_fid", fmt.Sprintf("fid %d out of range", d.Fid))
 		return
 	}
+	flags := seenStaged
+	if mark == 0 {
+		flags |= seenMerged
+	}
 	if b.seen.has(m.Hash) {
 		// Delivered again in this batch: the rows are staged already. Only
 		// a proof's row depends on the mark, and a new mark must be kept.
+		b.seen.add(m.Hash, flags)
 		if d.Type == pb.MessageType_MESSAGE_TYPE_USERNAME_PROOF && mark != 0 {
 			if body := d.GetUsernameProofBody(); body != nil {
 				if reason, _ := b.checkProof(body); reason == "" {
@@ -672,7 +692,7 @@ func (b *rows) addMessage(ev *pb.HubEvent, m *pb.Message, mark int16) {
 		b.deadLetterMessage(ev, m, reason, detail)
 		return
 	}
-	b.seen.add(m.Hash, 1)
+	b.seen.add(m.Hash, flags)
 	b.addMark(m.Hash, d.Type, mark)
 	if !b.writeMessages {
 		return
@@ -1017,16 +1037,16 @@ func (b *rows) encodeSource(s *source) {
 	case idMarks:
 		encodeAll(e, b.marks)
 	case idMessages:
-		// After copyDirect only the marked ones are left to merge.
+		// After copyDirect only the ones it left out are to merge.
 		for i := range b.messages {
-			if m := &b.messages[i]; b.copiedMessages <= 0 || b.markedHashes.has(m.hash) {
+			if m := &b.messages[i]; b.copiedMessages <= 0 || !b.messageIsNew(m) {
 				m.encode(e)
 			}
 		}
 	case idMessageHashes:
 		// The messages copyDirect stored.
 		for i := range b.messages {
-			if m := &b.messages[i]; !b.markedHashes.has(m.hash) {
+			if m := &b.messages[i]; b.messageIsNew(m) {
 				e.row(1)
 				e.bytea(m.hash)
 			}

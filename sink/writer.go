@@ -310,9 +310,10 @@ const maxCopyBackoff = 64
 // copyDirect tries the fast path for the messages and casts tables, which
 // take most rows and bytes: COPY the batch's rows straight into them, at a
 // fraction of the cost of INSERT ... ON CONFLICT. It takes only rows that
-// are new unless redelivered: not messages or casts the batch marks (a
-// prune, revoke or merge-reported deletion usually carries a message stored
-// long before), nor casts it removes or whose thread root needs looking up.
+// are new unless redelivered: not messages the batch only marks (a prune,
+// revoke or merge-reported deletion usually carries a message stored long
+// before; an add the batch merges and then removes is new), nor casts it
+// marks or removes, or whose thread root needs looking up.
 // The rest are left to the merge, which also takes every row of a table
 // whose COPY met a stored row.
 func (w *Writer) copyDirect(ctx context.Context, pg *pgconn.PgConn, b *rows) error {
@@ -320,7 +321,7 @@ func (w *Writer) copyDirect(ctx context.Context, pg *pgconn.PgConn, b *rows) err
 	if len(b.messages) > 0 && w.messagesCopy.try() {
 		b.copiedMessages, err = copyNew(ctx, pg, &b.enc, &w.messagesCopy, "wp_messages", copyMessages, func(e *fieldEnc) {
 			for i := range b.messages {
-				if m := &b.messages[i]; !b.markedHashes.has(m.hash) {
+				if m := &b.messages[i]; b.messageIsNew(m) {
 					m.encodeStored(e)
 				}
 			}
@@ -486,9 +487,6 @@ func (w *Writer) statements(b *rows) []*mergeStmt {
 			}
 		}
 	}
-	if b.copiedMessages > 0 {
-		s = append(s, mergeMessagesMarked)
-	}
 	if len(b.messages) > b.copiedMessages {
 		s = append(s, mergeMessages)
 	}
@@ -526,10 +524,12 @@ func (w *Writer) statements(b *rows) []*mergeStmt {
 	if len(b.onchain) > 0 {
 		s = append(s, mergeOnchain...)
 	}
+	if b.copiedMessages > 0 {
+		s = append(s, mergeMessagesMarks)
+	} else if len(b.marks) > 0 && w.writeMessages {
+		s = append(s, mergeApplyMarksMessages)
+	}
 	if len(b.marks) > 0 {
-		if w.writeMessages {
-			s = append(s, mergeApplyMarksMessages)
-		}
 		for t, m := range mergeApplyMarks {
 			if m == nil || b.marked&(1<<t) == 0 {
 				continue

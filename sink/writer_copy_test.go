@@ -321,3 +321,64 @@ func TestFieldEncTimestamps(t *testing.T) {
 		}
 	}
 }
+
+// TestWriterCopyTakesAddsTheBatchRemoves checks that messages a batch both
+// merges and deletes, prunes or revokes are COPYed with the new ones and
+// still come out marked, with their marks' own times, while a message the
+// batch only marks, stored before, is left to the merge.
+func TestWriterCopyTakesAddsTheBatchRemoves(t *testing.T) {
+	pool := migratedPool(t)
+	ctx := context.Background()
+	w := newTestWriter(t, pool)
+	old := castAdd(t, 52, 1, "stored before", nil)
+	mustWrite(t, w, merge(old))
+	c := castAdd(t, 52, 2, "removed", nil)
+	r := reaction(t, false, 52, 3, pb.ReactionType_REACTION_TYPE_LIKE, castID(old), "")
+	p := link(t, false, 52, 4, "follow", 53)
+	kept := castAdd(t, 52, 5, "kept", nil)
+	batch := []*pb.HubEvent{
+		merge(c), merge(r), merge(p), merge(kept),
+		merge(castRemove(t, 52, 6, c.Hash), c),
+		merge(reaction(t, true, 52, 7, pb.ReactionType_REACTION_TYPE_LIKE, castID(old), ""), r),
+		prune(p),
+		revoke(old),
+	}
+	staged := &rows{writeMessages: true}
+	for _, ev := range batch {
+		staged.add(ev)
+	}
+	for _, tc := range []struct {
+		m   *pb.Message
+		new bool
+	}{{c, true}, {r, true}, {p, true}, {kept, true}, {old, false}} {
+		for i := range staged.messages {
+			if m := &staged.messages[i]; bytes.Equal(m.hash, tc.m.Hash) && staged.messageIsNew(m) != tc.new {
+				t.Errorf("message %x: copied %v, want %v", tc.m.Hash, !tc.new, tc.new)
+			}
+		}
+	}
+	mustWrite(t, w, batch...)
+	if w.messagesCopy.skip.Load() != 0 {
+		t.Fatal("the COPY met a stored row")
+	}
+	for _, h := range [][]byte{c.Hash, r.Hash, p.Hash, old.Hash} {
+		var same bool
+		err := pool.QueryRow(ctx, `SELECT m.deleted_at = mm.deleted_at
+			AND m.pruned_at IS NOT DISTINCT FROM mm.pruned_at AND m.revoked_at IS NOT DISTINCT FROM mm.revoked_at
+			FROM messages m JOIN message_marks mm USING (hash) WHERE m.hash = $1`, h).Scan(&same)
+		if err != nil || !same {
+			t.Errorf("message %x: deletion columns match its mark: %v (%v)", h, same, err)
+		}
+	}
+	if !isLive(t, pool, "messages", kept.Hash) {
+		t.Error("the unmarked message is not live")
+	}
+	for _, tc := range []struct {
+		table string
+		hash  []byte
+	}{{"casts", c.Hash}, {"casts", old.Hash}, {"reactions", r.Hash}, {"links", p.Hash}} {
+		if isLive(t, pool, tc.table, tc.hash) {
+			t.Errorf("%s: %x live although marked", tc.table, tc.hash)
+		}
+	}
+}

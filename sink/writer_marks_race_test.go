@@ -22,18 +22,23 @@ func TestMarkWhileAnotherWriterAddsTheMessage(t *testing.T) {
 		table string
 		msg   func(t *testing.T) *pb.Message
 		mark  func(*pb.Message) *pb.HubEvent
+		// withAdd puts the message's own merge in the mark's batch too,
+		// which then COPYs it with its new rows.
+		withAdd bool
 	}{
-		{"pruned cast", "casts", func(t *testing.T) *pb.Message { return castAdd(t, 29, 100, "pruned", nil) }, prune},
-		{"revoked cast", "casts", func(t *testing.T) *pb.Message { return castAdd(t, 29, 101, "revoked", nil) }, revoke},
-		{"pruned lend", "lend_storage", func(t *testing.T) *pb.Message { return lendStorage(t, 29, 102, 30, 1) }, prune},
+		{"pruned cast", "casts", func(t *testing.T) *pb.Message { return castAdd(t, 29, 100, "pruned", nil) }, prune, false},
+		{"revoked cast", "casts", func(t *testing.T) *pb.Message { return castAdd(t, 29, 101, "revoked", nil) }, revoke, false},
+		{"pruned lend", "lend_storage", func(t *testing.T) *pb.Message { return lendStorage(t, 29, 102, 30, 1) }, prune, false},
 		{"pruned reaction", "reactions", func(t *testing.T) *pb.Message {
 			return reaction(t, false, 29, 104, pb.ReactionType_REACTION_TYPE_LIKE, nil, "https://example.com/a")
-		}, prune},
-		{"revoked link", "links", func(t *testing.T) *pb.Message { return link(t, false, 29, 105, "follow", 30) }, revoke},
-		{"pruned user data", "user_data", func(t *testing.T) *pb.Message { return userData(t, 29, 106, pb.UserDataType_USER_DATA_TYPE_BIO, "bio") }, prune},
-		{"revoked verification", "verifications", func(t *testing.T) *pb.Message { return verification(t, false, 29, 107, []byte{0xab, 0xcd}) }, revoke},
-		{"pruned compact state", "link_compact_states", func(t *testing.T) *pb.Message { return linkCompact(t, 29, 108, "follow", []uint64{30}) }, prune},
-		{"pruned message row", "messages", func(t *testing.T) *pb.Message { return castAdd(t, 29, 103, "message", nil) }, prune},
+		}, prune, false},
+		{"revoked link", "links", func(t *testing.T) *pb.Message { return link(t, false, 29, 105, "follow", 30) }, revoke, false},
+		{"pruned user data", "user_data", func(t *testing.T) *pb.Message { return userData(t, 29, 106, pb.UserDataType_USER_DATA_TYPE_BIO, "bio") }, prune, false},
+		{"revoked verification", "verifications", func(t *testing.T) *pb.Message { return verification(t, false, 29, 107, []byte{0xab, 0xcd}) }, revoke, false},
+		{"pruned compact state", "link_compact_states", func(t *testing.T) *pb.Message { return linkCompact(t, 29, 108, "follow", []uint64{30}) }, prune, false},
+		{"pruned message row", "messages", func(t *testing.T) *pb.Message { return castAdd(t, 29, 103, "message", nil) }, prune, false},
+		{"message row removed in the batch that adds it", "messages", func(t *testing.T) *pb.Message { return castAdd(t, 29, 109, "added and removed", nil) },
+			func(m *pb.Message) *pb.HubEvent { return merge(castRemove(t, 29, 110, m.Hash), m) }, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -62,7 +67,11 @@ func TestMarkWhileAnotherWriterAddsTheMessage(t *testing.T) {
 			waitForLockWaiters(t, pool, 1)
 			marked := make(chan error, 1)
 			go func() {
-				_, err := live.Write(ctx, []*pb.HubEvent{tc.mark(m)})
+				evs := []*pb.HubEvent{tc.mark(m)}
+				if tc.withAdd {
+					evs = append([]*pb.HubEvent{merge(m)}, evs...)
+				}
+				_, err := live.Write(ctx, evs)
 				marked <- err
 			}()
 			// The mark's transaction waits on the page's uncommitted row.

@@ -242,13 +242,22 @@ ON CONFLICT (hash) DO NOTHING`
 // merge would have. It probes message_marks first, so the much larger table
 // index is only touched for the rare hashes found there. %[2]s holds the
 // hashes.
+//
+// The planner cannot know how few marks are found: it expects about one per
+// hash, and from a table some ten times the batch on it would rather scan
+// the whole table than probe its index that often. Giving the found hashes
+// as an array, whose length is not known when planning, makes it probe.
 const sqlCopiedMarked = `
 WITH m AS MATERIALIZED (
     SELECT mm.hash, mm.deleted_at, mm.pruned_at, mm.revoked_at
     FROM message_marks mm WHERE mm.hash IN (SELECT hash FROM %[2]s)
 )
 UPDATE %[1]s t SET deleted_at = m.deleted_at, pruned_at = m.pruned_at, revoked_at = m.revoked_at
-FROM m WHERE t.hash = m.hash`
+FROM m WHERE t.hash = m.hash AND ` + probeMarked
+
+// probeMarked restricts the table t to the hashes of m, found marks, through
+// its key index (see sqlCopiedMarked).
+const probeMarked = `t.hash = ANY ((SELECT array_agg(hash) FROM m)::bytea[])`
 
 // A cast add fills a tombstone left by an earlier remove (text IS NULL) and
 // keeps its deletion; an add removed in the same batch is stored deleted.
@@ -406,9 +415,15 @@ func (k *keyedStore) candidatesOf(keys string, staged bool) string {
 	} else {
 		b.WriteString("c0 AS (")
 	}
+	// Each lookup probes its index once per key, through a subquery that
+	// OFFSET 0 keeps the planner from flattening into a join: it would
+	// otherwise hash every live version of a table that has no statistics
+	// yet (a new deployment's first minutes of backfill), which it takes for
+	// a few rows, and then that costs as much as the table is large.
 	for _, l := range k.lookups {
 		for _, state := range storedCandidates {
-			fmt.Fprintf(&b, "%s    SELECT true AS stored, t.deleted_at IS NULL AS live, t.hash, t.\"timestamp\" AS ts, %s AS is_remove, %s FROM k JOIN %s t ON %s WHERE %s",
+			fmt.Fprintf(&b, "%s    SELECT true AS stored, t.deleted_at IS NULL AS live, t.hash, t.\"timestamp\" AS ts, %s AS is_remove, %s FROM k,\n"+
+				"        LATERAL (SELECT * FROM %s t WHERE %s AND %s OFFSET 0) t",
 				sep, k.remove("t"), strings.Join(tk, ", "), k.table, l, state)
 			sep = "\n    UNION ALL\n"
 		}
@@ -623,6 +638,24 @@ UPDATE %s t SET deleted_at = coalesce(t.deleted_at, mm.deleted_at),
 FROM message_marks mm
 WHERE ` + markMissing
 
+// sqlMessagesMarks is sqlApplyMarks of the messages table for a batch whose
+// messages copyDirect stored: it also gives those rows (s_message_hashes)
+// the marks stored before, as sqlCopiedMarked does, and the same way. Marks
+// of this batch that name copied rows (adds the batch also removes) are
+// applied here, after the insert, as the messages table's marks are (see
+// Writer.statements).
+const sqlMessagesMarks = `
+WITH m AS MATERIALIZED (
+    SELECT mm.hash, mm.deleted_at, mm.pruned_at, mm.revoked_at
+    FROM message_marks mm WHERE mm.hash IN (SELECT hash FROM s_marks UNION ALL SELECT hash FROM s_message_hashes)
+)
+UPDATE messages t SET deleted_at = coalesce(t.deleted_at, m.deleted_at),
+                      pruned_at  = coalesce(t.pruned_at, m.pruned_at),
+                      revoked_at = coalesce(t.revoked_at, m.revoked_at)
+FROM m
+WHERE t.hash = m.hash AND ` + probeMarked + `
+  AND (t.deleted_at IS NULL OR (t.pruned_at IS NULL AND m.pruned_at IS NOT NULL) OR (t.revoked_at IS NULL AND m.revoked_at IS NOT NULL))`
+
 // sqlMissedMarks counts the rows of a table that still lack the batch's
 // marks after its stores (see Writer.statements). Its verbs are
 // sqlApplyMarks' but for the assignments.
@@ -639,7 +672,7 @@ const markMissing = `mm.hash IN (SELECT hash FROM s_marks WHERE %s) AND t.hash =
 var (
 	mergeMarks          = newMerge("message_marks", sqlMarks, srcMarks)
 	mergeMessages       = newMerge("messages", sqlMessages, srcMessages)
-	mergeMessagesMarked = newMerge("messages", fmt.Sprintf(sqlCopiedMarked, "messages", srcMessageHashes.name), srcMessageHashes)
+	mergeMessagesMarks  = newMerge("messages", sqlMessagesMarks, srcMarks, srcMessageHashes)
 	mergeCastsMarked    = newMerge("casts", fmt.Sprintf(sqlCopiedMarked, "casts", srcCopiedCasts.name), srcCopiedCasts)
 	mergeCasts          = newMerge("casts", sqlCasts, srcCasts, srcCastRemoves)
 	mergeCastRemoves    = newMerge("casts", sqlCastRemoves, srcCastRemoves)
