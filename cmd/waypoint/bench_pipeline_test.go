@@ -362,7 +362,12 @@ func drainWithSink(b *testing.B, bin, redisPrefix string, bl *backlog, replicas 
 	}
 
 	start := time.Now()
-	sk := startWaypoint(b, bin, env, "sink", "--replicas", strconv.Itoa(replicas))
+	args := []string{"sink", "--replicas", strconv.Itoa(replicas)}
+	// WAYPOINT_BENCH_SINK_BATCH sets --batch-size, to compare batch sizes.
+	if n := os.Getenv("WAYPOINT_BENCH_SINK_BATCH"); n != "" {
+		args = append(args, "--batch-size", n)
+	}
+	sk := startWaypoint(b, bin, env, args...)
 	wctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
 	defer cancel()
 	consumed := make(chan error, 1)
