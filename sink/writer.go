@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -60,8 +61,9 @@ type Writer struct {
 	// Fast-path state of the tables COPYed into directly.
 	messagesCopy, castsCopy optimist
 
-	obs  writerMetrics
-	load *Load
+	obs   writerMetrics
+	load  *Load
+	plans plans
 }
 
 // optimist decides whether to try a direct COPY into a table. After a COPY
@@ -285,7 +287,7 @@ func (w *Writer) store(ctx context.Context, b *rows, res *WriteResult, embedded 
 	if err := copyRows[embeddingRow](ctx, pg, &b.enc, copyEmbeddings, b.embeddings); err != nil {
 		return err
 	}
-	if err := w.merge(ctx, pg, b, res); err != nil {
+	if err := w.merge(ctx, conn.Conn(), b, res); err != nil {
 		return err
 	}
 	if err := copyRows[deadLetterRow](ctx, pg, &b.enc, copyDeadLetters, b.dead); err != nil {
@@ -380,21 +382,30 @@ func copyNew(ctx context.Context, pg *pgconn.PgConn, e *fieldEnc, o *optimist, s
 	return int(n), nil
 }
 
-// merge runs the batch's merge statements in one pipelined round trip,
-// each as an unnamed statement with its sources' arrays as parameters, so
-// each is planned for the tables as they are now and for the rows it is
-// given. (Prepared statements would keep plans made when the tables were
-// small, a fresh database or a first tiny batch, and go on seq-scanning them
-// once they are large.) JIT is off because these statements are short and
-// set-based: compiling them takes longer than running them. random_page_cost
-// is that of cached or solid-state storage: the merges probe indexes with a
-// few thousand keys, and at the default (a spinning disk's) the planner
-// prefers scanning a whole table or index to probing it far sooner.
-func (w *Writer) merge(ctx context.Context, pg *pgconn.PgConn, b *rows, res *WriteResult) error {
+// merge runs the batch's merge statements in one pipelined round trip.
+// Each is a prepared statement of the connection, with its sources' arrays
+// as parameters, run with a generic plan: planning these statements, long
+// and made of many CTEs, costs more than running them on a batch of a few
+// hundred rows, and their plans do not depend on the batch (they probe
+// indexes per key whatever its size). A plan made while the tables were
+// small and unanalysed could scan them once they are large, so the
+// statements are prepared again on each connection after 16 and 256
+// batches and then every 4096, besides the replanning an ANALYZE of their
+// tables causes. JIT is off because these statements are short and
+// set-based: compiling them takes longer than running them.
+// random_page_cost is that of cached or solid-state storage: the merges
+// probe indexes with a few thousand keys, and at the default (a spinning
+// disk's) the planner prefers scanning a whole table or index to probing
+// it far sooner.
+func (w *Writer) merge(ctx context.Context, c *pgx.Conn, b *rows, res *WriteResult) error {
 	stmts := w.statements(b)
 	if len(stmts) == 0 {
 		return nil
 	}
+	if err := w.plans.prepare(ctx, c, stmts); err != nil {
+		return err
+	}
+	pg := c.PgConn()
 	var encoded [numSources]bool
 	for _, m := range stmts {
 		for _, s := range m.sources {
@@ -407,17 +418,18 @@ func (w *Writer) merge(ctx context.Context, pg *pgconn.PgConn, b *rows, res *Wri
 	batch := &pgconn.Batch{}
 	batch.ExecParams("SET LOCAL jit = off", nil, nil, nil, nil)
 	batch.ExecParams("SET LOCAL random_page_cost = 1.1", nil, nil, nil, nil)
+	batch.ExecParams("SET LOCAL plan_cache_mode = force_generic_plan", nil, nil, nil, nil)
 	for _, m := range stmts {
 		params := b.params[:0]
 		for _, s := range m.sources {
 			params = append(params, b.arrays[s.id]...)
 		}
 		b.params = params
-		batch.ExecParams(m.sql, params, m.oids, m.formats, nil)
+		batch.ExecPrepared(m.name, params, m.formats, nil)
 	}
 	mrr := pg.ExecBatch(ctx, batch)
 	missed := false
-	i := -2 // the SETs
+	i := -3 // the SETs
 	for mrr.NextResult() {
 		rr := mrr.ResultReader()
 		var counted int64

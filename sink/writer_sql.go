@@ -2,6 +2,8 @@ package sink
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 
@@ -132,6 +134,7 @@ var (
 type mergeStmt struct {
 	table   string
 	sql     string
+	name    string // of its prepared statement, from its SQL
 	sources []*source
 	oids    []uint32 // parameter types
 	formats []int16  // all binary
@@ -158,7 +161,7 @@ func newMerge(table, body string, srcs ...*source) *mergeStmt {
 	}
 	body = strings.TrimSpace(body)
 	if len(ctes) == 0 {
-		m.sql = body
+		m.sql, m.name = body, stmtName(body)
 		return m
 	}
 	with := "WITH "
@@ -170,7 +173,15 @@ func newMerge(table, body string, srcs ...*source) *mergeStmt {
 		body = "\n" + body
 	}
 	m.sql = with + strings.Join(ctes, ",\n     ") + body
+	m.name = stmtName(m.sql)
 	return m
+}
+
+// stmtName names the prepared statement of sql after its text, so that
+// every Writer, and a new version with other SQL, agree on the name.
+func stmtName(sql string) string {
+	h := sha256.Sum256([]byte(sql))
+	return "wp_" + hex.EncodeToString(h[:8])
 }
 
 // Store tables that marks apply to, numbered for s_marks.tbl.
