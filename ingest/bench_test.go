@@ -6,6 +6,7 @@ import (
 	"context"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/waypointhq/waypoint/bus"
+	"github.com/waypointhq/waypoint/config"
 	"github.com/waypointhq/waypoint/hub"
 	"github.com/waypointhq/waypoint/internal/testsupport"
 	pb "github.com/waypointhq/waypoint/proto"
@@ -39,10 +41,16 @@ import (
 // the memory figures are ingest's alone; embedded-tcp uses the embedded
 // server through its opt-in TCP listener instead of the in-process pipe.
 // WAYPOINT_BENCH_ROUNDS sets how many times each side runs (default 3).
+//
+// Both sides run under the soft memory limit a `waypoint ingest` process
+// sets itself by default (ingest.memory_limit_mb), as the deployed ingest
+// does.
 func BenchmarkIngest(b *testing.B) {
 	events := benchEnvInt(b, "WAYPOINT_BENCH_EVENTS", 200000)
 	_, hc, last, total := benchBacklog(b, events)
 	ctx := context.Background()
+	prev := debug.SetMemoryLimit(int64(config.Default().Ingest.MemoryLimitMB) << 20)
+	b.Cleanup(func() { debug.SetMemoryLimit(prev) })
 	runtime.GC()
 
 	rounds := benchEnvInt(b, "WAYPOINT_BENCH_ROUNDS", 3)
