@@ -370,6 +370,11 @@ WHERE (t.fid, t.type) IN (SELECT fid, type FROM s_compacts)
 // three data-modifying CTEs one after the other (each scalar subquery runs
 // to the end when first evaluated, left to right), so each runs to
 // completion before the next starts.
+//
+// Revivals also test the row's own marked flag, which the candidates read
+// from the statement's snapshot: a row marked since (reconciliation marking
+// it while this statement waited on its lock) is read again as it is once
+// the lock is released, and a marked version never lives again.
 type keyedStore struct {
 	table string
 	src   *source
@@ -470,7 +475,7 @@ func (k *keyedStore) merge() *mergeStmt {
 ),
 revived AS (
     UPDATE %[1]s t SET deleted_at = NULL
-    FROM c WHERE c.stored AND NOT c.live AND c.hash = c.win AND NOT c.is_remove AND t.hash = c.hash
+    FROM c WHERE c.stored AND NOT c.live AND c.hash = c.win AND NOT c.is_remove AND t.hash = c.hash AND NOT t.marked
     RETURNING 1
 ),
 inserted AS (
@@ -528,7 +533,7 @@ func (k *keyedStore) recompute(keys string, srcs ...*source) [2]*mergeStmt {
 FROM k WHERE %s AND t.deleted_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM c WHERE c.hash = t.hash AND c.win = t.hash AND NOT c.is_remove)`, k.table, strings.Join(match, " AND ")), srcs...)
 	revive := newMerge(k.table, cands+fmt.Sprintf(`UPDATE %s t SET deleted_at = NULL
-FROM c WHERE c.stored AND NOT c.live AND c.hash = c.win AND NOT c.is_remove AND t.hash = c.hash`, k.table), srcs...)
+FROM c WHERE c.stored AND NOT c.live AND c.hash = c.win AND NOT c.is_remove AND t.hash = c.hash AND NOT t.marked`, k.table), srcs...)
 	return [2]*mergeStmt{kill, revive}
 }
 
@@ -626,7 +631,7 @@ FROM c WHERE c.live AND c.rn > 1
 func proofsRevive(names string) string {
 	return proofCandidates(names) + `UPDATE username_proofs t SET deleted_at = NULL
 FROM c WHERE NOT c.live AND c.rn = 1 AND NOT c.is_deletion
-  AND t.username = c.username AND t."timestamp" = c."timestamp" AND t.signature = c.signature`
+  AND t.username = c.username AND t."timestamp" = c."timestamp" AND t.signature = c.signature AND NOT t.marked`
 }
 
 const stagedProofNames = "SELECT username FROM s_proofs"
