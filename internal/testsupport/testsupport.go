@@ -105,11 +105,22 @@ func NewRedis(t testing.TB) *Redis {
 	}
 	r := &Redis{URL: u, Prefix: "wptest:" + Suffix() + ":", Client: c}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		// A benchmark's dedupe cache can leave a million keys: unlink
+		// them a scan page at a time.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		iter := c.Scan(ctx, 0, r.Prefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			c.Del(ctx, iter.Val())
+		var cursor uint64
+		for {
+			keys, next, err := c.Scan(ctx, cursor, r.Prefix+"*", 5000).Result()
+			if err != nil {
+				break
+			}
+			if len(keys) > 0 {
+				c.Unlink(ctx, keys...)
+			}
+			if cursor = next; cursor == 0 {
+				break
+			}
 		}
 		_ = c.Close()
 	})
