@@ -12,7 +12,7 @@ import (
 )
 
 // TestFaultPostgresUnavailable makes the test's database refuse
-// connections, and cuts the open ones, for four seconds while events and
+// connections, and cuts the open ones, for 30 seconds while events and
 // backfill pages flow. Sinks hold their batch unacknowledged and retry,
 // the backfill worker retries its jobs; once connections are allowed again
 // everything must land.
@@ -25,11 +25,11 @@ func TestFaultPostgresUnavailable(t *testing.T) {
 	pl.enqueueAll()
 	time.Sleep(1500 * time.Millisecond)
 	unblock := blockDatabase(t, pl.dbURL)
-	time.Sleep(4 * time.Second)
+	time.Sleep(30 * time.Second)
 	unblock()
 	healed := time.Now()
 	pl.waitQueueDrained(60 * time.Second)
-	pl.converge("postgres refuses connections 4s", healed, 45*time.Second, nats.URL)
+	pl.converge("postgres refuses connections 30s", healed, 45*time.Second, nats.URL)
 }
 
 // TestFaultRedisLost runs the pipeline on a Redis of its own and
