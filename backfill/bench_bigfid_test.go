@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -41,26 +40,6 @@ type bigFIDResult struct {
 	PeakRSS  int64 // bytes, VmHWM of the worker process
 }
 
-// peakRSS returns this process's VmHWM. The rusage a parent gets from wait
-// is no use here: Linux keeps ru_maxrss across execve, so it can report the
-// parent's footprint instead of the child's.
-func peakRSS() (int64, error) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("parse VmHWM %q: %w", v, err)
-			}
-			return kb * 1024, nil
-		}
-	}
-	return 0, fmt.Errorf("no VmHWM in /proc/self/status")
-}
-
 // runBigFIDChild backfills fid 1 from the hub at addr with full validation
 // into a writer that only counts, so the process's peak RSS is the
 // worker's own: fetching, decoding, validating and batching.
@@ -83,7 +62,12 @@ func runBigFIDChild(addr string) int {
 		return 1
 	}
 	res := bigFIDResult{Messages: w.Stats().Messages, Seconds: time.Since(start).Seconds()}
-	if res.PeakRSS, err = peakRSS(); err != nil {
+	// The child's own VmHWM: the rusage a parent gets from wait is no use,
+	// since Linux keeps ru_maxrss across execve, so it can report the
+	// parent's footprint instead of the child's.
+	peak, err := testsupport.PeakRSS(os.Getpid())
+	res.PeakRSS = int64(peak)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -505,20 +505,27 @@ SELECT (SELECT count(*) FROM killed) + (SELECT count(*) FROM revived) + (SELECT 
 // version that the newest state lists, or that is newer than it, wins as
 // before. Recomputing only these keys, rather than every link of the pair,
 // keeps a compact state of an account following thousands cheap.
-const compactKeys = `WITH pairs AS (SELECT DISTINCT fid, type FROM s_compacts),
-    newest AS (
-        SELECT n.* FROM pairs p,
-        LATERAL (SELECT lc.fid, lc.type, lc."timestamp" AS ts, lc.target_fids FROM link_compact_states lc
-                 WHERE lc.fid = p.fid AND lc.type = p.type ORDER BY lc."timestamp" DESC, lc.hash DESC LIMIT 1) n
-    ),
-    listed AS (SELECT DISTINCT n.fid, n.type, unnest(n.target_fids) AS target_fid FROM newest n)
-    SELECT l.fid, l.target_fid, l.type FROM newest n JOIN links l ON l.fid = n.fid AND l.type = n.type
+var compactKeys = "WITH " + newestCompactStates("SELECT DISTINCT fid, type FROM s_compacts") + `
+    SELECT l.fid, l.target_fid, l.type FROM lc_newest n JOIN links l ON l.fid = n.fid AND l.type = n.type
     WHERE l.deleted_at IS NULL AND l."timestamp" < n.ts
-      AND NOT EXISTS (SELECT 1 FROM listed x WHERE x.fid = l.fid AND x.type = l.type AND x.target_fid = l.target_fid)
+      AND NOT EXISTS (SELECT 1 FROM lc_listed x WHERE x.fid = l.fid AND x.type = l.type AND x.target_fid = l.target_fid)
     UNION
-    SELECT l.fid, l.target_fid, l.type FROM listed x
+    SELECT l.fid, l.target_fid, l.type FROM lc_listed x
     JOIN links l ON l.fid = x.fid AND l.target_fid = x.target_fid AND l.type = x.type
     WHERE l.deleted_at IS NOT NULL AND NOT l.marked AND NOT l.is_remove`
+
+// newestCompactStates returns the CTEs lc_newest, the newest compact state
+// (fid, type, ts, target_fids) of each (fid, type) pair the query pairs
+// selects, found by one index probe each, and lc_listed, the targets those
+// states list as (fid, type, target_fid) rows, for hash joins.
+func newestCompactStates(pairs string) string {
+	return `lc_newest AS (
+    SELECT n.* FROM (` + pairs + `) p,
+    LATERAL (SELECT lc.fid, lc.type, lc."timestamp" AS ts, lc.target_fids FROM link_compact_states lc
+             WHERE lc.fid = p.fid AND lc.type = p.type ORDER BY lc."timestamp" DESC, lc.hash DESC LIMIT 1) n
+),
+lc_listed AS (SELECT DISTINCT n.fid, n.type, unnest(n.target_fids) AS target_fid FROM lc_newest n)`
+}
 
 // recompute makes the table agree with the winners of the keys query keys
 // selects: a live version that is not its key's winner (or is out of the
@@ -565,12 +572,7 @@ var (
 		// are hash-joined with: testing each candidate against every
 		// state's target_fids array instead costs candidates × states ×
 		// targets, seconds for an account following thousands.
-		goneWith: `lc_newest AS (
-    SELECT n.* FROM (SELECT DISTINCT fid, type FROM k) kt,
-    LATERAL (SELECT lc.fid, lc.type, lc."timestamp" AS ts, lc.target_fids FROM link_compact_states lc
-             WHERE lc.fid = kt.fid AND lc.type = kt.type ORDER BY lc."timestamp" DESC, lc.hash DESC LIMIT 1) n
-),
-lc_listed AS (SELECT DISTINCT n.fid, n.type, unnest(n.target_fids) AS target_fid FROM lc_newest n)`,
+		goneWith: newestCompactStates("SELECT DISTINCT fid, type FROM k"),
 		goneJoin: `LEFT JOIN lc_newest n ON n.fid = x.fid AND n.type = x.type
     LEFT JOIN lc_listed l ON l.fid = x.fid AND l.type = x.type AND l.target_fid = x.target_fid`,
 		cols: `hash, fid, target_fid, type, display_timestamp, "timestamp", is_remove`,

@@ -12,7 +12,7 @@ import (
 // TestSinkOptionsFromConfig checks that every [sink] key reaches the
 // sink's options, from the environment as an operator sets them.
 func TestSinkOptionsFromConfig(t *testing.T) {
-	cfg, err := config.Load(config.LoadOptions{Env: []string{
+	cfg := loadEnv(t,
 		"WAYPOINT_SINK__REPLICAS=3",
 		"WAYPOINT_SINK__BATCH_SIZE=250",
 		"WAYPOINT_SINK__BATCH_TIMEOUT_MS=40",
@@ -20,15 +20,9 @@ func TestSinkOptionsFromConfig(t *testing.T) {
 		"WAYPOINT_SINK__MAX_PULLED_MB=7",
 		"WAYPOINT_SINK__VALIDATE=full",
 		"WAYPOINT_REDIS__KEY_PREFIX=tenant:",
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	)
 	o := sinkOptions(cfg)
-	checks := []struct {
-		name      string
-		got, want any
-	}{
+	checkOptions(t, "sink", []optionCheck{
 		{"replicas", o.Replicas, 3},
 		{"batch_size", o.BatchSize, 250},
 		{"batch_timeout_ms", o.BatchTimeout, 40 * time.Millisecond},
@@ -36,49 +30,58 @@ func TestSinkOptionsFromConfig(t *testing.T) {
 		{"max_pulled_mb", o.MaxPulledBytes, 7 << 20},
 		{"validate", o.Validate, message.CheckFull},
 		{"redis.key_prefix", o.DedupePrefix, "tenant:sink:seen:"},
-	}
+	})
+}
+
+// optionCheck is one configuration key and the option value it must give.
+type optionCheck struct {
+	name      string
+	got, want any
+}
+
+func checkOptions(t *testing.T, section string, checks []optionCheck) {
+	t.Helper()
 	for _, c := range checks {
 		if c.got != c.want {
-			t.Errorf("sink.%s: got %v, want %v", c.name, c.got, c.want)
+			t.Errorf("%s.%s: got %v, want %v", section, c.name, c.got, c.want)
 		}
 	}
+}
+
+// loadEnv loads the configuration from env alone, as an operator sets it.
+func loadEnv(t *testing.T, env ...string) *config.Config {
+	t.Helper()
+	cfg, err := config.Load(config.LoadOptions{Env: env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 // TestIngestOptionsFromConfig checks that every [ingest] key reaches the
 // ingester's options, and that from_id = "live" leaves FromID unset.
 func TestIngestOptionsFromConfig(t *testing.T) {
-	cfg, err := config.Load(config.LoadOptions{Env: []string{
+	cfg := loadEnv(t,
 		"WAYPOINT_INGEST__FROM_ID=12345",
 		"WAYPOINT_INGEST__MAX_INFLIGHT=100",
 		"WAYPOINT_INGEST__MAX_INFLIGHT_MB=3",
 		"WAYPOINT_INGEST__STALL_TIMEOUT_S=9",
 		"WAYPOINT_INGEST__CHECKPOINT_INTERVAL_MS=250",
 		"WAYPOINT_HUB__SHARD_INDICES=2",
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	)
 	o := ingestOptions(cfg)
 	var from any = o.FromID
 	if o.FromID != nil {
 		from = *o.FromID
 	}
-	checks := []struct {
-		name      string
-		got, want any
-	}{
+	checkOptions(t, "ingest", []optionCheck{
 		{"from_id", from, uint64(12345)},
 		{"max_inflight", o.MaxInFlight, 100},
 		{"max_inflight_mb", o.MaxInFlightBytes, 3 << 20},
 		{"stall_timeout_s", o.StallTimeout, 9 * time.Second},
 		{"checkpoint_interval_ms", o.CheckpointInterval, 250 * time.Millisecond},
 		{"hub.shard_indices", fmt.Sprint(o.Shards), "[2]"},
-	}
-	for _, c := range checks {
-		if c.got != c.want {
-			t.Errorf("ingest.%s: got %v, want %v", c.name, c.got, c.want)
-		}
-	}
+	})
 	if o := ingestOptions(ptr(config.Default())); o.FromID != nil {
 		t.Errorf("from_id = live: FromID = %d, want nil (start live)", *o.FromID)
 	}
