@@ -254,21 +254,18 @@ ON CONFLICT (hash) DO NOTHING`
 // index is only touched for the rare hashes found there. %[2]s holds the
 // hashes.
 //
-// The planner cannot know how few marks are found: it expects about one per
-// hash, and from a table some ten times the batch on it would rather scan
-// the whole table than probe its index that often. Giving the found hashes
-// as an array, whose length is not known when planning, makes it probe.
+// The found marks drive the join, one probe of the table's key index each.
+// Fetching the table's rows by an array of the found hashes instead, the
+// generic plan, which expects a few of each, joins them to the marks by a
+// nested loop over both: quadratic in the marks, over 300 ms for a batch of
+// 5,000 messages of which 3,200 are marked.
 const sqlCopiedMarked = `
 WITH m AS MATERIALIZED (
     SELECT mm.hash, mm.deleted_at, mm.pruned_at, mm.revoked_at
     FROM message_marks mm WHERE mm.hash IN (SELECT hash FROM %[2]s)
 )
 UPDATE %[1]s t SET deleted_at = m.deleted_at, pruned_at = m.pruned_at, revoked_at = m.revoked_at
-FROM m WHERE t.hash = m.hash AND ` + probeMarked
-
-// probeMarked restricts the table t to the hashes of m, found marks, through
-// its key index (see sqlCopiedMarked).
-const probeMarked = `t.hash = ANY ((SELECT array_agg(hash) FROM m)::bytea[])`
+FROM m WHERE t.hash = m.hash`
 
 // A cast add fills a tombstone left by an earlier remove (text IS NULL) and
 // keeps its deletion; an add removed in the same batch is stored deleted.
@@ -671,7 +668,7 @@ UPDATE messages t SET deleted_at = coalesce(t.deleted_at, m.deleted_at),
                       pruned_at  = coalesce(t.pruned_at, m.pruned_at),
                       revoked_at = coalesce(t.revoked_at, m.revoked_at)
 FROM m
-WHERE t.hash = m.hash AND ` + probeMarked + `
+WHERE t.hash = m.hash
   AND (t.deleted_at IS NULL OR (t.pruned_at IS NULL AND m.pruned_at IS NOT NULL) OR (t.revoked_at IS NULL AND m.revoked_at IS NOT NULL))`
 
 // sqlMissedMarks counts the rows of a table that still lack the batch's
