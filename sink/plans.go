@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"fmt"
+	"math/bits"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
@@ -24,15 +25,17 @@ type connPlans struct {
 }
 
 // generation numbers the plans of a connection's n-th batch (from 0): new
-// plans at the 16th and 256th batch, then every 4096th.
+// plans at batch 1, 2, 4, 8 and so on up to 4096, then every 4096th. Plans
+// made early follow the tables as they fill up: those of a connection's
+// first batch on a new database are made for empty tables, and several of
+// them then join each staged row with every row stored (quadratic in the
+// batch, hundreds of milliseconds for one of a few thousand messages).
+// Planning them all again costs about as much as one batch's merge.
 func generation(n int) int {
-	switch {
-	case n < 16:
-		return 0
-	case n < 256:
-		return 1
+	if n < 4096 {
+		return bits.Len(uint(n))
 	}
-	return 2 + (n-256)/4096
+	return 12 + n/4096
 }
 
 // prepare makes sure stmts are prepared on c in the generation of this

@@ -389,9 +389,9 @@ func copyNew(ctx context.Context, pg *pgconn.PgConn, e *fieldEnc, o *optimist, s
 // hundred rows, and their plans do not depend on the batch (they probe
 // indexes per key whatever its size). A plan made while the tables were
 // small and unanalysed could scan them once they are large, so the
-// statements are prepared again on each connection after 16 and 256
-// batches and then every 4096, besides the replanning an ANALYZE of their
-// tables causes. JIT is off because these statements are short and
+// statements are prepared again on each connection after 1, 2, 4 and so on
+// up to 4096 batches and then every 4096 (see generation), besides the
+// replanning an ANALYZE of their tables causes. JIT is off because these statements are short and
 // set-based: compiling them takes longer than running them.
 // random_page_cost is that of cached or solid-state storage: the merges
 // probe indexes with a few thousand keys, and at the default (a spinning
