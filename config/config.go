@@ -139,8 +139,12 @@ type Ingest struct {
 
 // Sink configures the writers that drain JetStream into Postgres.
 type Sink struct {
-	Replicas       int `toml:"replicas"`
-	BatchSize      int `toml:"batch_size"`
+	Replicas  int `toml:"replicas"`
+	BatchSize int `toml:"batch_size"`
+	// PullSize is the most messages one pull of a partition takes (and
+	// the partition consumer's MaxAckPending); a batch gathers the pulls
+	// of several partitions.
+	PullSize       int `toml:"pull_size"`
 	BatchTimeoutMS int `toml:"batch_timeout_ms"`
 	// MaxBatchMB bounds the payload of one write transaction; MaxPulledMB
 	// the payload a process holds pulled from the stream and not yet
@@ -204,7 +208,7 @@ func Default() Config {
 		Log: Log{Level: "info", Format: "text"},
 		Ingest: Ingest{FromID: "live", MaxInFlight: 8192, MaxInFlightMB: 32, StallTimeoutS: 30, CheckpointIntervalMS: 1000,
 			MemoryLimitMB: 120},
-		Sink:     Sink{Replicas: 1, BatchSize: 1000, BatchTimeoutMS: 100, MaxBatchMB: 32, MaxPulledMB: 128, Validate: "hash"},
+		Sink:     Sink{Replicas: 1, BatchSize: 5000, PullSize: 1000, BatchTimeoutMS: 100, MaxBatchMB: 32, MaxPulledMB: 128, Validate: "hash"},
 		Backfill: Backfill{Concurrency: 50, BatchSize: 50, PageSize: 1000},
 		Metrics:  Metrics{Addr: "127.0.0.1:9090"},
 	}

@@ -36,6 +36,7 @@ func TestLoadDefaults(t *testing.T) {
 		"hub.max_receive_mb":  {got.Hub.MaxReceiveMB, 64},
 		"sink.max_batch_mb":   {got.Sink.MaxBatchMB, 32},
 		"sink.max_pulled_mb":  {got.Sink.MaxPulledMB, 128},
+		"sink.pull_size":      {got.Sink.PullSize, 1000},
 		"ingest.from_id":      {got.Ingest.FromID, "live"},
 		"ingest.max_inflight": {got.Ingest.MaxInFlight, 8192},
 		"ingest.memory_limit": {got.Ingest.MemoryLimitMB, 120},
@@ -44,7 +45,7 @@ func TestLoadDefaults(t *testing.T) {
 		"nats.partitions":     {got.NATS.Partitions, 16},
 		"nats.replicas":       {got.NATS.Replicas, 1},
 		"log.level":           {got.Log.Level, "info"},
-		"sink.batch_size":     {got.Sink.BatchSize, 1000},
+		"sink.batch_size":     {got.Sink.BatchSize, 5000},
 		"sink.validate":       {got.Sink.Validate, "hash"},
 		"backfill.concurency": {got.Backfill.Concurrency, 50},
 		"metrics.addr":        {got.Metrics.Addr, "127.0.0.1:9090"},
@@ -308,6 +309,10 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "toml syntax", file: "[database]\nurl = \"postgres://a:b@c/d\nmax_connections = 1\n",
 			want: []string{`config: file FILE: line 2: strings cannot contain newlines`},
+		},
+		{
+			name: "batch timeout over the sink's limit", env: []string{"WAYPOINT_SINK__BATCH_TIMEOUT_MS=5000"},
+			want: []string{`config: WAYPOINT_SINK__BATCH_TIMEOUT_MS="5000" in environment: want 1..3000`},
 		},
 		{
 			name: "partitions from file", file: "[nats]\npartitions = 0\n",

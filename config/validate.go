@@ -58,7 +58,9 @@ func (l *loader) validate() {
 
 	l.check("sink.replicas", between(c.Sink.Replicas, 1, 1024))
 	l.check("sink.batch_size", between(c.Sink.BatchSize, 1, 1_000_000))
-	l.check("sink.batch_timeout_ms", between(c.Sink.BatchTimeoutMS, 1, 3_600_000))
+	l.check("sink.pull_size", between(c.Sink.PullSize, 1, 1_000_000))
+	// At most a third of the sink's 10 s AckWait (see sink.New).
+	l.check("sink.batch_timeout_ms", between(c.Sink.BatchTimeoutMS, 1, 3_000))
 	l.check("sink.max_batch_mb", between(c.Sink.MaxBatchMB, 1, 4096))
 	l.check("sink.max_pulled_mb", between(c.Sink.MaxPulledMB, 1, 65536))
 	l.check("sink.validate", oneOf(c.Sink.Validate, "off", "hash", "full"))

@@ -372,8 +372,18 @@ func (r *replica) consume(ctx context.Context, p int) {
 	var msgs []jetstream.Msg
 	backoff := 50 * time.Millisecond
 	single := false
+	// After a full pull there is likely more waiting: the next pull ends
+	// backlogWait after it, rather than BatchTimeout, since the server
+	// ends it only by expiry (see below) and the partition would otherwise
+	// idle that long between pulls while it drains a backlog.
+	backlogWait := min(o.BatchTimeout, 10*time.Millisecond)
+	full := false
 	for ctx.Err() == nil {
-		fopts := []jetstream.FetchOpt{jetstream.FetchMaxWait(o.BatchTimeout), jetstream.FetchPriorityGroup(o.Group)}
+		wait := o.BatchTimeout
+		if full {
+			wait = backlogWait
+		}
+		fopts := []jetstream.FetchOpt{jetstream.FetchMaxWait(wait), jetstream.FetchPriorityGroup(o.Group)}
 		// One more than MaxAckPending: the server can never fill the
 		// request by count, so it ends by expiry (or by bytes). A
 		// replicated consumer sends a request's "409 Batch Completed"
@@ -382,7 +392,7 @@ func (r *replica) consume(ctx context.Context, p int) {
 		// leader change the redelivered batch fills the request exactly
 		// every time, so the partition would stall for good. Expiry
 		// statuses wait for those deliveries.
-		n := o.BatchSize + 1
+		n := o.PullSize + 1
 		if single {
 			// The last pull came back empty, which is also how a pull
 			// whose byte limit is below the next message's size ends (the
@@ -416,6 +426,7 @@ func (r *replica) consume(ctx context.Context, p int) {
 			}
 			continue
 		}
+		full = len(msgs) >= o.PullSize || (!single && size+size/len(msgs) > r.pullBytes())
 		backoff, single = 50*time.Millisecond, false
 		pulled = true
 		r.handOver(&chunk{p: p, msgs: msgs, bytes: size, done: make(chan struct{})})

@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -503,5 +504,97 @@ func TestSinkPulledBytes(t *testing.T) {
 				t.Errorf("largest pull held %d messages; want single-message pulls: %t", largest, tc.wantSingle)
 			}
 		})
+	}
+}
+
+// TestSinkPullSize checks that a partition's pulls take at most PullSize
+// messages, which is also its consumer's MaxAckPending, and that a batch
+// gathers the pulls of several partitions up to BatchSize.
+func TestSinkPullSize(t *testing.T) {
+	b := openTestBus(t)
+	pool := migratedPool(t)
+	w := newWorkload(t, 11, 20)
+	publishEvents(t, b, w.events)
+	var obs observer
+	opts := testOptions(b, pool)
+	opts.BatchSize, opts.PullSize, opts.BatchTimeout = 200, 10, 100*time.Millisecond
+	drainWith(t, b, pool, opts, w, &obs)
+	largestPull, largestBatch := 0, 0
+	for _, bi := range obs.batches {
+		n := 0
+		for _, p := range bi.Partitions {
+			largestPull = max(largestPull, len(p.Seqs))
+			n += len(p.Seqs)
+		}
+		largestBatch = max(largestBatch, n)
+	}
+	if largestPull != opts.PullSize {
+		t.Errorf("largest pull held %d messages, want PullSize %d", largestPull, opts.PullSize)
+	}
+	if largestBatch <= opts.PullSize || largestBatch > opts.BatchSize {
+		t.Errorf("largest batch held %d messages, want more than one pull's %d and at most BatchSize %d", largestBatch, opts.PullSize, opts.BatchSize)
+	}
+	info, err := consumerInfo(b, bus.ConsumerName(DefaultGroup, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxAckPending != opts.PullSize {
+		t.Errorf("consumer MaxAckPending %d, want PullSize %d", info.Config.MaxAckPending, opts.PullSize)
+	}
+}
+
+// TestSinkDrainsBacklogBetweenPulls checks that a partition draining a
+// backlog pulls again soon after a full pull instead of waiting
+// BatchTimeout: the server ends a pull only by expiry, so with a long
+// BatchTimeout and small pulls, waiting it out each time would take
+// BatchTimeout per pull of the busiest partition.
+func TestSinkDrainsBacklogBetweenPulls(t *testing.T) {
+	b := openTestBus(t)
+	pool := migratedPool(t)
+	w := newWorkload(t, 12, 20)
+	publishEvents(t, b, w.events)
+	var obs observer
+	opts := testOptions(b, pool)
+	// Batches of a few pulls fill at once, so the batcher's linger (a
+	// fifth of BatchTimeout, for pulls arriving together) does not count.
+	opts.BatchSize, opts.PullSize, opts.BatchTimeout = 12, 3, 2*time.Second
+	opts.AckWait = 3 * opts.BatchTimeout
+	start := time.Now()
+	drainWith(t, b, pool, opts, w, &obs)
+	took := time.Since(start)
+	perPartition := map[int]int{}
+	for _, bi := range obs.batches {
+		for _, p := range bi.Partitions {
+			perPartition[p.Partition] += len(p.Seqs)
+		}
+	}
+	busiest := 0
+	for _, n := range perPartition {
+		busiest = max(busiest, n)
+	}
+	pulls := busiest / opts.PullSize
+	if pulls < 10 {
+		t.Fatalf("the busiest partition took %d pulls; the workload must need at least 10", pulls)
+	}
+	if waiting := time.Duration(pulls-1) * opts.BatchTimeout; took > waiting/3 {
+		t.Errorf("drained in %v; waiting out BatchTimeout after each of the busiest partition's %d full pulls takes %v", took, pulls, waiting)
+	}
+}
+
+// TestNewRejectsBatchTimeoutNearAckWait: a pull's messages are only kept in
+// progress once it ends, so a batch timeout near the ack wait would have
+// them redelivered, out of order, before they are written.
+func TestNewRejectsBatchTimeoutNearAckWait(t *testing.T) {
+	b := openTestBus(t)
+	pool := migratedPool(t)
+	opts := testOptions(b, pool)
+	opts.BatchTimeout, opts.AckWait = 4*time.Second, 10*time.Second
+	_, err := New(context.Background(), opts)
+	if err == nil || !strings.Contains(err.Error(), "over a third of the ack wait") {
+		t.Fatalf("New with a 4s batch timeout and a 10s ack wait: %v, want the timeout rejected", err)
+	}
+	opts.BatchTimeout = 3 * time.Second
+	if _, err := New(context.Background(), opts); err != nil {
+		t.Fatalf("New with a 3s batch timeout and a 10s ack wait: %v", err)
 	}
 }

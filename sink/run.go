@@ -10,7 +10,7 @@ package sink
 // group: the server delivers a partition's messages to one pulling client
 // at a time (the pinned one) and moves the pin only after that client sent
 // no pull request for PinnedTTL or was unpinned explicitly. The consumer's
-// MaxAckPending equals BatchSize and a replica holds at most one pulled
+// MaxAckPending equals PullSize and a replica holds at most one pulled
 // chunk per partition, so while a chunk is unacknowledged nobody, pinned or
 // not, is given later messages of that partition: after a replica dies,
 // its chunk is redelivered (after AckWait) before anything newer. Both
@@ -43,7 +43,7 @@ package sink
 // marked in progress every AckWait/3.
 //
 // Each batch: every partition a replica owns is pulled by its own worker,
-// up to BatchSize messages (or MaxBatchBytes) waiting at most BatchTimeout,
+// up to PullSize messages (or MaxBatchBytes) waiting at most BatchTimeout,
 // and the chunks pulled at about the same time are written together, up to
 // BatchSize messages and MaxBatchBytes in all, so a transaction stays large
 // when traffic is spread over many partitions. A worker pulls again only
@@ -82,7 +82,8 @@ import (
 // Defaults for Options fields left zero.
 const (
 	DefaultGroup           = "sink"
-	DefaultBatchSize       = 1000
+	DefaultBatchSize       = 5000
+	DefaultPullSize        = 1000
 	DefaultBatchTimeout    = 100 * time.Millisecond
 	DefaultMaxBatchBytes   = 32 << 20
 	DefaultMaxPulledBytes  = 128 << 20
@@ -113,8 +114,13 @@ type Options struct {
 
 	// Replicas is the number of replicas this process runs; each has its
 	// own Writer and writes one batch at a time.
-	Replicas      int
-	BatchSize     int
+	Replicas  int
+	BatchSize int
+	// PullSize is the most messages one pull of a partition takes, and
+	// the partition consumer's MaxAckPending; at most BatchSize. A batch
+	// gathers the chunks of several partitions, so a large BatchSize does
+	// not make every partition hold that many messages pulled.
+	PullSize      int
 	BatchTimeout  time.Duration
 	MaxBatchBytes int
 	// MaxPulledBytes bounds the payload bytes of messages the process has
@@ -224,6 +230,10 @@ func New(ctx context.Context, opts Options) (*Sink, error) {
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = DefaultBatchSize
 	}
+	if opts.PullSize <= 0 {
+		opts.PullSize = DefaultPullSize
+	}
+	opts.PullSize = min(opts.PullSize, opts.BatchSize)
 	if opts.BatchTimeout <= 0 {
 		opts.BatchTimeout = DefaultBatchTimeout
 	}
@@ -235,6 +245,13 @@ func New(ctx context.Context, opts Options) (*Sink, error) {
 	}
 	if opts.AckWait <= 0 {
 		opts.AckWait = DefaultAckWait
+	}
+	// A pull's messages are delivered when it starts and kept in progress
+	// only once it ends, up to BatchTimeout later: by then AckWait must
+	// not have run out, or the server redelivers them, out of order, to
+	// whoever pulls next.
+	if opts.BatchTimeout > opts.AckWait/3 {
+		return nil, fmt.Errorf("sink: batch timeout %v is over a third of the ack wait %v: pulled messages would be redelivered before they are written", opts.BatchTimeout, opts.AckWait)
 	}
 	if opts.PinnedTTL <= 0 {
 		opts.PinnedTTL = DefaultPinnedTTL
@@ -313,7 +330,7 @@ func New(ctx context.Context, opts Options) (*Sink, error) {
 		err := setup(fmt.Sprintf("create consumer %s", bus.ConsumerName(opts.Group, p)), func(ctx context.Context) error {
 			_, err := opts.Bus.GroupConsumer(ctx, opts.Group, p, bus.ConsumerOptions{
 				AckWait:       opts.AckWait,
-				MaxAckPending: opts.BatchSize,
+				MaxAckPending: opts.PullSize,
 			}, opts.PinnedTTL)
 			return err
 		})

@@ -363,9 +363,13 @@ func drainWithSink(b *testing.B, bin, redisPrefix string, bl *backlog, replicas 
 
 	start := time.Now()
 	args := []string{"sink", "--replicas", strconv.Itoa(replicas)}
-	// WAYPOINT_BENCH_SINK_BATCH sets --batch-size, to compare batch sizes.
+	// WAYPOINT_BENCH_SINK_BATCH sets --batch-size and
+	// WAYPOINT_BENCH_SINK_PULL sink.pull_size, to compare sizes.
 	if n := os.Getenv("WAYPOINT_BENCH_SINK_BATCH"); n != "" {
 		args = append(args, "--batch-size", n)
+	}
+	if n := os.Getenv("WAYPOINT_BENCH_SINK_PULL"); n != "" {
+		env = append(env, "WAYPOINT_SINK__PULL_SIZE="+n)
 	}
 	sk := startWaypoint(b, bin, env, args...)
 	wctx, cancel := context.WithTimeout(ctx, 20*time.Minute)

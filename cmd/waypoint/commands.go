@@ -198,6 +198,7 @@ func sinkOptions(cfg *config.Config) sink.Options {
 		DedupePrefix:   cfg.Redis.KeyPrefix + "sink:seen:",
 		Replicas:       cfg.Sink.Replicas,
 		BatchSize:      cfg.Sink.BatchSize,
+		PullSize:       cfg.Sink.PullSize,
 		BatchTimeout:   time.Duration(cfg.Sink.BatchTimeoutMS) * time.Millisecond,
 		MaxBatchBytes:  cfg.Sink.MaxBatchMB << 20,
 		MaxPulledBytes: cfg.Sink.MaxPulledMB << 20,

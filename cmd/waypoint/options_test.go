@@ -18,6 +18,7 @@ func TestSinkOptionsFromConfig(t *testing.T) {
 		"WAYPOINT_SINK__BATCH_TIMEOUT_MS=40",
 		"WAYPOINT_SINK__MAX_BATCH_MB=5",
 		"WAYPOINT_SINK__MAX_PULLED_MB=7",
+		"WAYPOINT_SINK__PULL_SIZE=125",
 		"WAYPOINT_SINK__VALIDATE=full",
 		"WAYPOINT_REDIS__KEY_PREFIX=tenant:",
 	)
@@ -25,6 +26,7 @@ func TestSinkOptionsFromConfig(t *testing.T) {
 	checkOptions(t, "sink", []optionCheck{
 		{"replicas", o.Replicas, 3},
 		{"batch_size", o.BatchSize, 250},
+		{"pull_size", o.PullSize, 125},
 		{"batch_timeout_ms", o.BatchTimeout, 40 * time.Millisecond},
 		{"max_batch_mb", o.MaxBatchBytes, 5 << 20},
 		{"max_pulled_mb", o.MaxPulledBytes, 7 << 20},
