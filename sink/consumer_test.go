@@ -473,6 +473,38 @@ func TestOwnerSpreadsPartitions(t *testing.T) {
 	}
 }
 
+// pulls drains a workload of 20 FIDs (seed) with the test options as
+// configure changes them, checking the database, and returns the options,
+// the time from the sink's start until it stopped, and the messages of the
+// largest pull, of the largest batch and of the busiest partition.
+func pulls(t *testing.T, seed uint64, configure func(*Options)) (opts Options, took time.Duration, largestPull, largestBatch, busiest int) {
+	t.Helper()
+	b := openTestBus(t)
+	pool := migratedPool(t)
+	w := newWorkload(t, seed, 20)
+	publishEvents(t, b, w.events)
+	var obs observer
+	opts = testOptions(b, pool)
+	configure(&opts)
+	start := time.Now()
+	drainWith(t, b, pool, opts, w, &obs)
+	took = time.Since(start)
+	perPartition := map[int]int{}
+	for _, bi := range obs.batches {
+		n := 0
+		for _, p := range bi.Partitions {
+			largestPull = max(largestPull, len(p.Seqs))
+			perPartition[p.Partition] += len(p.Seqs)
+			n += len(p.Seqs)
+		}
+		largestBatch = max(largestBatch, n)
+	}
+	for _, n := range perPartition {
+		busiest = max(busiest, n)
+	}
+	return opts, took, largestPull, largestBatch, busiest
+}
+
 // TestSinkPulledBytes bounds the bytes a process may hold pulled: with a
 // budget below one message every pull brings a single message, yet the
 // stream drains completely; with the default budget pulls bring many.
@@ -486,20 +518,7 @@ func TestSinkPulledBytes(t *testing.T) {
 		{"default budget", 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := openTestBus(t)
-			pool := migratedPool(t)
-			w := newWorkload(t, 9, 20)
-			publishEvents(t, b, w.events)
-			var obs observer
-			opts := testOptions(b, pool)
-			opts.MaxPulledBytes = tc.budget
-			drainWith(t, b, pool, opts, w, &obs)
-			largest := 0
-			for _, bi := range obs.batches {
-				for _, p := range bi.Partitions {
-					largest = max(largest, len(p.Seqs))
-				}
-			}
+			_, _, largest, _, _ := pulls(t, 9, func(o *Options) { o.MaxPulledBytes = tc.budget })
 			if single := largest == 1; single != tc.wantSingle {
 				t.Errorf("largest pull held %d messages; want single-message pulls: %t", largest, tc.wantSingle)
 			}
@@ -511,30 +530,16 @@ func TestSinkPulledBytes(t *testing.T) {
 // messages, which is also its consumer's MaxAckPending, and that a batch
 // gathers the pulls of several partitions up to BatchSize.
 func TestSinkPullSize(t *testing.T) {
-	b := openTestBus(t)
-	pool := migratedPool(t)
-	w := newWorkload(t, 11, 20)
-	publishEvents(t, b, w.events)
-	var obs observer
-	opts := testOptions(b, pool)
-	opts.BatchSize, opts.PullSize, opts.BatchTimeout = 200, 10, 100*time.Millisecond
-	drainWith(t, b, pool, opts, w, &obs)
-	largestPull, largestBatch := 0, 0
-	for _, bi := range obs.batches {
-		n := 0
-		for _, p := range bi.Partitions {
-			largestPull = max(largestPull, len(p.Seqs))
-			n += len(p.Seqs)
-		}
-		largestBatch = max(largestBatch, n)
-	}
+	opts, _, largestPull, largestBatch, _ := pulls(t, 11, func(o *Options) {
+		o.BatchSize, o.PullSize, o.BatchTimeout = 200, 10, 100*time.Millisecond
+	})
 	if largestPull != opts.PullSize {
 		t.Errorf("largest pull held %d messages, want PullSize %d", largestPull, opts.PullSize)
 	}
 	if largestBatch <= opts.PullSize || largestBatch > opts.BatchSize {
 		t.Errorf("largest batch held %d messages, want more than one pull's %d and at most BatchSize %d", largestBatch, opts.PullSize, opts.BatchSize)
 	}
-	info, err := consumerInfo(b, bus.ConsumerName(DefaultGroup, 0))
+	info, err := consumerInfo(opts.Bus, bus.ConsumerName(DefaultGroup, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -549,35 +554,19 @@ func TestSinkPullSize(t *testing.T) {
 // BatchTimeout and small pulls, waiting it out each time would take
 // BatchTimeout per pull of the busiest partition.
 func TestSinkDrainsBacklogBetweenPulls(t *testing.T) {
-	b := openTestBus(t)
-	pool := migratedPool(t)
-	w := newWorkload(t, 12, 20)
-	publishEvents(t, b, w.events)
-	var obs observer
-	opts := testOptions(b, pool)
-	// Batches of a few pulls fill at once, so the batcher's linger (a
-	// fifth of BatchTimeout, for pulls arriving together) does not count.
-	opts.BatchSize, opts.PullSize, opts.BatchTimeout = 12, 3, 2*time.Second
-	opts.AckWait = 3 * opts.BatchTimeout
-	start := time.Now()
-	drainWith(t, b, pool, opts, w, &obs)
-	took := time.Since(start)
-	perPartition := map[int]int{}
-	for _, bi := range obs.batches {
-		for _, p := range bi.Partitions {
-			perPartition[p.Partition] += len(p.Seqs)
-		}
+	opts, took, _, _, busiest := pulls(t, 12, func(o *Options) {
+		// Batches of a few pulls fill at once, so the batcher's linger (a
+		// fifth of BatchTimeout, for pulls arriving together) does not
+		// count.
+		o.BatchSize, o.PullSize, o.BatchTimeout = 12, 3, 2*time.Second
+		o.AckWait = 3 * o.BatchTimeout
+	})
+	n := busiest / opts.PullSize
+	if n < 10 {
+		t.Fatalf("the busiest partition took %d pulls; the workload must need at least 10", n)
 	}
-	busiest := 0
-	for _, n := range perPartition {
-		busiest = max(busiest, n)
-	}
-	pulls := busiest / opts.PullSize
-	if pulls < 10 {
-		t.Fatalf("the busiest partition took %d pulls; the workload must need at least 10", pulls)
-	}
-	if waiting := time.Duration(pulls-1) * opts.BatchTimeout; took > waiting/3 {
-		t.Errorf("drained in %v; waiting out BatchTimeout after each of the busiest partition's %d full pulls takes %v", took, pulls, waiting)
+	if waiting := time.Duration(n-1) * opts.BatchTimeout; took > waiting/3 {
+		t.Errorf("drained in %v; waiting out BatchTimeout after each of the busiest partition's %d full pulls takes %v", took, n, waiting)
 	}
 }
 
