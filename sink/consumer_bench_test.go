@@ -14,19 +14,21 @@ import (
 	"github.com/waypointhq/waypoint/message"
 )
 
-// benchFIDs makes a backlog of 19,200 events (16 per FID), large enough
-// that start-up and the first BatchTimeout weigh little in the drain time.
-const benchFIDs = 1200
+// benchFIDs makes a backlog of 48,000 events (16 per FID), ten batches of
+// the default size: enough that start-up and the first BatchTimeout weigh
+// little in the drain time.
+const benchFIDs = 3000
 
 // BenchmarkSinkEndToEnd publishes a workload to the embedded stream, then
 // drains it into Postgres with 1, 2 and 4 replicas; msgs/s is the drain
 // rate (publishing is not timed). writer-only writes the same events into
-// a fresh database straight through one Writer in batches of the same
-// size: the ceiling the consumers are measured against, in the same run.
+// a fresh database straight through one Writer in batches of the sink's
+// default size: the ceiling the consumers are measured against, in the
+// same run. The sinks run with the default batch and pull sizes.
 func BenchmarkSinkEndToEnd(b *testing.B) {
 	b.Run("writer-only", func(b *testing.B) {
 		w := newWorkload(b, 1, benchFIDs)
-		const size = 1000
+		const size = DefaultBatchSize
 		var total time.Duration
 		for i := 0; i < b.N; i++ {
 			b.StopTimer()
@@ -70,7 +72,7 @@ func BenchmarkSinkEndToEnd(b *testing.B) {
 				pool := migratedPool(b)
 				publish(b, bs, msgs...)
 				opts := testOptions(bs, pool)
-				opts.BatchSize, opts.BatchTimeout = 1000, 100*time.Millisecond
+				opts.BatchSize, opts.BatchTimeout = DefaultBatchSize, DefaultBatchTimeout
 				opts.Replicas = n
 				opts.Validate = message.CheckHash
 				s, err := New(context.Background(), opts)
