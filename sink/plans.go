@@ -4,25 +4,22 @@ import (
 	"context"
 	"fmt"
 	"math/bits"
-	"sync"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// plans prepares the merge statements on each connection a Writer uses,
-// and prepares them again, so has them planned again, as the connection's
-// batches add up (see Writer.merge).
-type plans struct {
-	mu    sync.Mutex
-	conns map[*pgconn.PgConn]*connPlans
-}
-
-// connPlans is what one connection has prepared.
+// connPlans is what one connection has prepared. It lives in the
+// connection's custom data, so that it is only ever touched by whoever
+// holds the connection, and is shared by every Writer using the pool:
+// the merge statements are named by their SQL, so one prepared by a
+// Writer serves them all.
 type connPlans struct {
 	batches int
 	gen     map[string]int // statement name → generation it was prepared in
 }
+
+// plansKey is connPlans' key in pgconn.PgConn.CustomData.
+const plansKey = "waypoint.sink.plans"
 
 // generation numbers the plans of a connection's n-th batch (from 0): new
 // plans at batch 1, 2, 4, 8 and so on up to 4096, then every 4096th. Plans
@@ -38,31 +35,18 @@ func generation(n int) int {
 	return 12 + n/4096
 }
 
-// prepare makes sure stmts are prepared on c in the generation of this
-// batch: a round trip for each one prepared before that generation or not
-// at all; pgx keeps those that are current.
-func (p *plans) prepare(ctx context.Context, c *pgx.Conn, stmts []*mergeStmt) error {
-	pg := c.PgConn()
-	p.mu.Lock()
-	if p.conns == nil {
-		p.conns = map[*pgconn.PgConn]*connPlans{}
-	}
-	cp := p.conns[pg]
+// preparePlans makes sure stmts are prepared on c, which the caller holds,
+// in the generation of this batch: a round trip for each one prepared
+// before that generation or not at all; pgx keeps those that are current.
+func preparePlans(ctx context.Context, c *pgx.Conn, stmts []*mergeStmt) error {
+	data := c.PgConn().CustomData()
+	cp, _ := data[plansKey].(*connPlans)
 	if cp == nil {
-		// Forget connections the pool has closed.
-		for k := range p.conns {
-			if k.IsClosed() {
-				delete(p.conns, k)
-			}
-		}
 		cp = &connPlans{gen: map[string]int{}}
-		p.conns[pg] = cp
+		data[plansKey] = cp
 	}
 	gen := generation(cp.batches)
 	cp.batches++
-	p.mu.Unlock()
-	// A connection is used by one Write at a time, so cp.gen is this
-	// goroutine's until it releases the connection.
 	for _, m := range stmts {
 		g, ok := cp.gen[m.name]
 		if ok && g == gen {

@@ -61,9 +61,8 @@ type Writer struct {
 	// Fast-path state of the tables COPYed into directly.
 	messagesCopy, castsCopy optimist
 
-	obs   writerMetrics
-	load  *Load
-	plans plans
+	obs  writerMetrics
+	load *Load
 }
 
 // optimist decides whether to try a direct COPY into a table. After a COPY
@@ -402,7 +401,7 @@ func (w *Writer) merge(ctx context.Context, c *pgx.Conn, b *rows, res *WriteResu
 	if len(stmts) == 0 {
 		return nil
 	}
-	if err := w.plans.prepare(ctx, c, stmts); err != nil {
+	if err := preparePlans(ctx, c, stmts); err != nil {
 		return err
 	}
 	pg := c.PgConn()
