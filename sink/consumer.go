@@ -343,6 +343,15 @@ type batch struct {
 	// commit span at the sampled ones.
 	spans []trace.Span
 	links []trace.Link
+
+	// Set by prepare for commit.
+	partitions []int
+	log        *slog.Logger
+	dups       int
+	// finished stops the goroutine (bg) that keeps the batch's messages in
+	// progress from prepare until commit is done with them.
+	finished chan struct{}
+	bg       sync.WaitGroup
 }
 
 func (r *replica) consume(ctx context.Context, p int) {
@@ -472,14 +481,39 @@ func nakAll(msgs []jetstream.Msg) {
 }
 
 // batcher writes the chunks the replica's workers pull, several at a time,
-// until workersDone is closed or the replica abandons its work.
+// until workersDone is closed or the replica abandons its work. It gathers
+// and prepares (dedupe lookup, decoding, validation) the next batch while
+// the previous one is being written: a partition has one chunk in flight,
+// so the two batches never hold messages of the same partition, and each
+// partition's messages are still written in stream order.
 func (r *replica) batcher(ctx context.Context, workersDone <-chan struct{}) {
 	o := r.s.opts
 	// Partitions pulled at the same moment answer at about the same
 	// moment, BatchTimeout later; a short wait after the first chunk
 	// gathers the others into the same transaction.
 	linger := o.BatchTimeout / 5
-	b := &batch{}
+	free := make(chan *batch, 2)
+	free <- &batch{}
+	free <- &batch{}
+	prepared := make(chan *batch)
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		for b := range prepared {
+			r.commit(ctx, b)
+			for _, c := range b.chunks {
+				close(c.done)
+			}
+			clear(b.chunks)
+			clear(b.msgs)
+			clear(b.events)
+			free <- b
+		}
+	}()
+	defer func() {
+		close(prepared)
+		<-writerDone
+	}()
 	var carry *chunk
 	for {
 		c := carry
@@ -498,6 +532,7 @@ func (r *replica) batcher(ctx context.Context, workersDone <-chan struct{}) {
 				return
 			}
 		}
+		b := <-free
 		b.chunks = append(b.chunks[:0], c)
 		n, size := len(c.msgs), c.bytes
 		t := time.NewTimer(linger)
@@ -516,42 +551,31 @@ func (r *replica) batcher(ctx context.Context, workersDone <-chan struct{}) {
 			}
 		}
 		t.Stop()
-		r.process(ctx, b)
-		for _, c := range b.chunks {
-			close(c.done)
-		}
-		clear(b.chunks)
-		clear(b.msgs)
-		clear(b.events)
+		r.prepare(b)
+		prepared <- b
 	}
 }
 
-// process stores the chunks of b in one transaction and acknowledges
-// them, or abandons them unacknowledged when ctx is done and
-// ShutdownTimeout has passed.
-func (r *replica) process(ctx context.Context, b *batch) {
+// prepare readies the chunks of b for commit: it keeps their messages in
+// progress until commit is done, skips what the dedupe cache says is
+// stored, and decodes and validates the rest, setting aside poison.
+func (r *replica) prepare(b *batch) {
 	o := r.s.opts
-	b.msgs, b.parts = b.msgs[:0], b.parts[:0]
-	partitions := make([]int, 0, len(b.chunks))
+	b.msgs, b.parts, b.partitions = b.msgs[:0], b.parts[:0], b.partitions[:0]
 	for _, c := range b.chunks {
 		b.msgs = append(b.msgs, c.msgs...)
 		b.parts = append(b.parts, PartitionSeqs{Partition: c.p})
-		partitions = append(partitions, c.p)
+		b.partitions = append(b.partitions, c.p)
 	}
-	log := r.log.With("partitions", partitions)
+	b.log = r.log.With("partitions", slices.Clone(b.partitions))
 	wctx := r.abandon
-	finished := make(chan struct{})
-	var bg sync.WaitGroup
-	defer func() {
-		close(finished)
-		bg.Wait()
-	}()
-	bg.Go(func() {
+	b.finished = make(chan struct{})
+	b.bg.Go(func() {
 		t := time.NewTicker(o.AckWait / 3)
 		defer t.Stop()
 		for {
 			select {
-			case <-finished:
+			case <-b.finished:
 				return
 			case <-t.C:
 				for _, m := range b.msgs {
@@ -597,11 +621,11 @@ func (r *replica) process(ctx context.Context, b *batch) {
 		}
 	}
 	r.s.dedup.seenOrNone(wctx, b.keys, b.seen)
-	dups := 0
+	b.dups = 0
 	for i, m := range b.msgs {
 		span := b.spans[i]
 		if b.seen[i] {
-			dups++
+			b.dups++
 			span.SetAttributes(attrDuplicate)
 			span.End()
 			continue
@@ -624,9 +648,26 @@ func (r *replica) process(ctx context.Context, b *batch) {
 		span.End()
 	}
 	clear(b.spans)
+}
 
+// commit stores the prepared batch b in one transaction and acknowledges
+// its messages, or abandons them unacknowledged when ctx is done and
+// ShutdownTimeout has passed.
+func (r *replica) commit(ctx context.Context, b *batch) {
+	defer func() {
+		close(b.finished)
+		b.bg.Wait()
+	}()
+	if r.abandon.Err() != nil {
+		// Abandoned before its write started: hand the messages on now
+		// rather than after AckWait.
+		nakAll(b.msgs)
+		return
+	}
+	o := r.s.opts
+	wctx, log, n, met := r.abandon, b.log, len(b.msgs), o.Metrics
 	cctx, commit := r.s.tracer.Start(wctx, telemetry.SpanSinkCommit, trace.WithLinks(b.links...),
-		trace.WithAttributes(attribute.Int("waypoint.batch.messages", n), attribute.IntSlice("waypoint.partitions", partitions)))
+		trace.WithAttributes(attribute.Int("waypoint.batch.messages", n), attribute.IntSlice("waypoint.partitions", b.partitions)))
 	clear(b.links)
 	b.links = b.links[:0]
 	start := time.Now()
@@ -667,7 +708,7 @@ func (r *replica) process(ctx context.Context, b *batch) {
 			lo += len(c.msgs)
 		}
 		o.OnBatch(BatchInfo{Replica: r.id, Partitions: slices.Clone(b.parts),
-			Written: len(b.events), Duplicates: dups, DeadLetters: len(b.poisons)})
+			Written: len(b.events), Duplicates: b.dups, DeadLetters: len(b.poisons)})
 	}
 	for _, m := range b.msgs {
 		_ = m.Ack()
