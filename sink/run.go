@@ -48,7 +48,9 @@ package sink
 // BatchSize messages and MaxBatchBytes in all, so a transaction stays large
 // when traffic is spread over many partitions. A worker pulls again only
 // after its chunk was acknowledged: a partition has at most one chunk in
-// flight and its messages are written in stream order. For a batch: skip
+// flight and its messages are written in stream order. A replica gathers
+// and prepares its next batch while the previous one is written (the two
+// never share a partition). For a batch: skip
 // what the Redis dedupe cache says is stored; decode and validate the rest
 // (failures go to dead_letters and the dead-letter stream); write them in
 // one transaction; record them in the cache; acknowledge every message. If
