@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	pb "github.com/waypointhq/waypoint/proto"
@@ -59,35 +60,47 @@ func TestMarkWhileAnotherWriterAddsTheMessage(t *testing.T) {
 			if _, err := blocker.Exec(ctx, "LOCK TABLE onchain_events IN SHARE MODE"); err != nil {
 				t.Fatal(err)
 			}
-			page := make(chan error, 1)
-			go func() {
-				_, err := backfill.Write(ctx, []*pb.HubEvent{merge(m), onchain(29, 10, 0, 1, &pb.StorageRentEventBody{Units: 1})})
-				page <- err
-			}()
-			waitForLockWaiters(t, pool, 1)
-			marked := make(chan error, 1)
-			go func() {
-				evs := []*pb.HubEvent{tc.mark(m)}
-				if tc.withAdd {
-					evs = append([]*pb.HubEvent{merge(m)}, evs...)
-				}
-				_, err := live.Write(ctx, evs)
-				marked <- err
-			}()
+			marks := []*pb.HubEvent{tc.mark(m)}
+			if tc.withAdd {
+				marks = append([]*pb.HubEvent{merge(m)}, marks...)
+			}
 			// The mark's transaction waits on the page's uncommitted row.
-			waitForLockWaiters(t, pool, 2)
-			if err := blocker.Rollback(ctx); err != nil {
-				t.Fatal(err)
-			}
-			for _, ch := range []chan error{page, marked} {
-				if err := <-ch; err != nil {
-					t.Fatalf("write: %v", err)
-				}
-			}
+			writeBehind(ctx, t, pool, blocker,
+				write{backfill, []*pb.HubEvent{merge(m), onchain(29, 10, 0, 1, &pb.StorageRentEventBody{Units: 1})}},
+				write{live, marks})
 			if isLive(t, pool, tc.table, m.Hash) {
 				t.Errorf("%s: the message is live although a committed %s removed it", tc.table, tc.mark(m).Type)
 			}
 		})
+	}
+}
+
+// write is one batch for one writer.
+type write struct {
+	w   *Writer
+	evs []*pb.HubEvent
+}
+
+// writeBehind starts first, which must come to wait on a lock blocker
+// holds, then second, which must come to wait on a lock too (one first
+// holds), then releases blocker and waits for both writes to succeed.
+func writeBehind(ctx context.Context, t *testing.T, pool *pgxpool.Pool, blocker pgx.Tx, first, second write) {
+	t.Helper()
+	done := make(chan error, 2)
+	for i, wr := range []write{first, second} {
+		go func() {
+			_, err := wr.w.Write(ctx, wr.evs)
+			done <- err
+		}()
+		waitForLockWaiters(t, pool, i+1)
+	}
+	if err := blocker.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatalf("write: %v", err)
+		}
 	}
 }
 
@@ -110,5 +123,48 @@ func waitForLockWaiters(t *testing.T, pool *pgxpool.Pool, n int) {
 			t.Fatalf("%d session(s) waiting on a lock after 30s, want %d", waiting, n)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestReviveWaitsForConcurrentMark covers a writer reviving a dead version
+// while another writer marks that same version: batch A revokes X, the
+// live USERNAME, so its merge revives Y, which lost the tie to X; batch B,
+// committed while A's revival waits on Y's row, prunes Y. A's revival must
+// see B's mark once B commits and leave Y deleted: the node holds neither.
+func TestReviveWaitsForConcurrentMark(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pool := migratedPool(t)
+	a, b := newTestWriter(t, pool), newTestWriter(t, pool)
+	const fid = 31
+	x, y := tiedUsernames(t, fid)
+	// Z is what holds B's transaction open once it marked Y: B's batch
+	// also supersedes Z, whose row another session holds locked.
+	z, newer := userData(t, fid+1, 10, pb.UserDataType_USER_DATA_TYPE_BIO, "z"), userData(t, fid+1, 20, pb.UserDataType_USER_DATA_TYPE_BIO, "newer")
+	mustWrite(t, a, merge(x), merge(y), merge(z))
+	if !isLive(t, pool, "user_data", x.Hash) || isLive(t, pool, "user_data", y.Hash) {
+		t.Fatal("X must win the tie and Y lose it")
+	}
+
+	blocker, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Rollback(ctx) //nolint:errcheck // released below
+	if _, err := blocker.Exec(ctx, "SELECT 1 FROM user_data WHERE hash = $1 FOR UPDATE", z.Hash); err != nil {
+		t.Fatal(err)
+	}
+	// Marks are applied to the keyed stores before their merges, so B
+	// holds Y's row when its merge waits on Z's; A's revival of Y waits on
+	// B's uncommitted mark of Y.
+	writeBehind(ctx, t, pool, blocker, write{b, []*pb.HubEvent{prune(y), merge(newer)}}, write{a, []*pb.HubEvent{revoke(x)}})
+	if isLive(t, pool, "user_data", y.Hash) {
+		t.Error("Y is live although a committed prune removed it")
+	}
+	if isLive(t, pool, "user_data", x.Hash) {
+		t.Error("X is live although it was revoked")
+	}
+	if !isLive(t, pool, "user_data", newer.Hash) || isLive(t, pool, "user_data", z.Hash) {
+		t.Error("the newer BIO must replace Z")
 	}
 }

@@ -12,7 +12,6 @@ import (
 	pb "github.com/waypointhq/waypoint/proto"
 )
 
-// permutations returns every order of n items as index lists.
 // inOrder returns history's events in the order order gives their indexes.
 func inOrder(history []*pb.HubEvent, order []int) []*pb.HubEvent {
 	evs := make([]*pb.HubEvent, len(order))
@@ -30,6 +29,7 @@ func writeEach(t testing.TB, w *Writer, evs ...*pb.HubEvent) {
 	}
 }
 
+// permutations returns every order of n items as index lists.
 func permutations(n int) [][]int {
 	if n == 0 {
 		return [][]int{{}}
