@@ -390,8 +390,9 @@ func copyNew(ctx context.Context, pg *pgconn.PgConn, e *fieldEnc, o *optimist, s
 // small and unanalysed could scan them once they are large, so the
 // statements are prepared again on each connection after 1, 2, 4 and so on
 // up to 4096 batches and then every 4096 (see generation), besides the
-// replanning an ANALYZE of their tables causes. JIT is off because these statements are short and
-// set-based: compiling them takes longer than running them.
+// replanning an ANALYZE of their tables causes. JIT is off because these
+// statements are short and set-based: compiling them takes longer than
+// running them.
 // random_page_cost is that of cached or solid-state storage: the merges
 // probe indexes with a few thousand keys, and at the default (a spinning
 // disk's) the planner prefers scanning a whole table or index to probing

@@ -15,9 +15,10 @@ import (
 // A source is one kind of staged row: the batch's rows of that kind travel
 // as one binary array parameter per column, and a merge statement reads
 // them back as a CTE over unnest. Nothing is written to the server before
-// the merge, and the planner, which sees the arrays as constants, knows how
-// many rows each holds. The writer stages each message once per batch
-// (rows.seen), so merges keyed by message hash need no deduplication.
+// the merge; the statements' generic plans do not know how many rows each
+// array holds (see Writer.merge). The writer stages each message once per
+// batch (rows.seen), so merges keyed by message hash need no
+// deduplication.
 type source struct {
 	id   int
 	name string
@@ -28,13 +29,12 @@ type source struct {
 type column struct {
 	name string
 	typ  string
-	arr  uint32 // OID of the column's array type
 }
 
-// Element and array type OIDs of the built-in types staged.
-var pgTypes = map[string][2]uint32{
-	"bytea": {17, 1001}, "int8": {20, 1016}, "int2": {21, 1005}, "int4": {23, 1007},
-	"text": {25, 1009}, "bool": {16, 1000}, "timestamptz": {1184, 1185},
+// Element type OIDs of the built-in types staged.
+var pgTypes = map[string]uint32{
+	"bytea": 17, "int8": 20, "int2": 21, "int4": 23,
+	"text": 25, "bool": 16, "timestamptz": 1184,
 }
 
 // Source ids, which index the batch's encoded arrays.
@@ -67,8 +67,8 @@ func newSource(id int, name string, specs ...string) *source {
 			// A definition in this file is wrong: a build defect.
 			panic("sink: unknown staging type " + typ)
 		}
-		s.cols = append(s.cols, column{name: n, typ: typ, arr: t[1]})
-		s.oids = append(s.oids, t[0])
+		s.cols = append(s.cols, column{name: n, typ: typ})
+		s.oids = append(s.oids, t)
 	}
 	return s
 }
@@ -136,8 +136,7 @@ type mergeStmt struct {
 	sql     string
 	name    string // of its prepared statement, from its SQL
 	sources []*source
-	oids    []uint32 // parameter types
-	formats []int16  // all binary
+	formats []int16 // of each parameter, all binary; the prepared statement has their types
 	// counted says the statement returns the rows it changed as one
 	// value, rather than in its command tag.
 	counted bool
@@ -153,9 +152,8 @@ func newMerge(table, body string, srcs ...*source) *mergeStmt {
 	m := &mergeStmt{table: table, sources: srcs}
 	var ctes []string
 	for _, s := range srcs {
-		ctes = append(ctes, s.cte(len(m.oids)+1))
-		for _, c := range s.cols {
-			m.oids = append(m.oids, c.arr)
+		ctes = append(ctes, s.cte(len(m.formats)+1))
+		for range s.cols {
 			m.formats = append(m.formats, 1)
 		}
 	}
