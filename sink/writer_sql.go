@@ -240,10 +240,17 @@ ON CONFLICT (hash) DO UPDATE SET
 WHERE (mm.pruned_at IS NULL AND excluded.pruned_at IS NOT NULL)
    OR (mm.revoked_at IS NULL AND excluded.revoked_at IS NOT NULL)`
 
+// sqlMessages stores the messages copyDirect left: mostly those a prune,
+// revoke or merge-reported deletion carries, stored long before. The NOT
+// EXISTS drops a stored one with a probe of the key index alone, before its
+// row is built and its marks looked up, which halves the statement's cost
+// when, as usual, nearly all of them are stored; ON CONFLICT still settles
+// a row another transaction is inserting.
 const sqlMessages = `
 INSERT INTO messages (hash, fid, type, "timestamp", hash_scheme, signature_scheme, signer, raw, deleted_at, pruned_at, revoked_at)
 SELECT s.hash, s.fid, s.type, s.ts, s.hash_scheme, s.signature_scheme, s.signer, s.raw, mm.deleted_at, mm.pruned_at, mm.revoked_at
 FROM s_messages s LEFT JOIN message_marks mm ON mm.hash = s.hash
+WHERE NOT EXISTS (SELECT FROM messages x WHERE x.hash = s.hash)
 ON CONFLICT (hash) DO NOTHING`
 
 // sqlCopiedMarked gives the rows COPYed into %[1]s by this batch (which
