@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,7 +71,13 @@ var pipelineStores = []devnet.Store{
 // ingest-events/s (messages over the time from ingest's start until the
 // stream held every shard's last block), ingest-peak-rss-MB and
 // devnet-peak-rss-MB. Peaks are read from /proc/<pid>/status just before
-// each process is stopped. Ingest and sink run one after the other, so the
+// each process is stopped. Where the two cores go while the sink drains:
+// sink-, nats-, postgres- and redis-cpu-us/msg, the CPU time (user and
+// system, from /proc/<pid>/stat) the sink process used from its start,
+// and the JetStream server, every Postgres process and Redis over the
+// drain, per message; cpu-share, their sum over the drain's time on all
+// cores. Their sum per message bounds the rate on this machine whatever
+// the sink does with its time. Ingest and sink run one after the other, so the
 // pipeline's rate when both run at once is at most the lower of the two.
 //
 // A rate for a wrong result is worthless: each database must equal the
@@ -107,13 +114,30 @@ func BenchmarkPipelineProcesses(b *testing.B) {
 		b.Run(fmt.Sprintf("replicas=%d", replicas), func(b *testing.B) {
 			var took time.Duration
 			var rss uint64
+			cpu := map[string]time.Duration{}
 			for i := 0; i < b.N; i++ {
-				d, r := drainWithSink(b, bin, rdb.Prefix, bl, replicas)
-				took += d
-				rss = max(rss, r)
+				d := drainWithSink(b, bin, rdb.Prefix, bl, replicas, ns.PID())
+				took += d.took
+				rss = max(rss, d.rss)
+				for part, t := range d.cpu {
+					cpu[part] += t
+				}
 			}
-			rate := float64(bl.ingest.messages) * float64(b.N) / took.Seconds()
+			msgs := float64(bl.ingest.messages) * float64(b.N)
+			rate := msgs / took.Seconds()
 			b.Logf("%d replicas: %d messages, %.0f msgs/s, sink peak RSS %.0f MB", replicas, bl.ingest.messages, rate, mb(rss))
+			var all time.Duration
+			var parts []string
+			for _, part := range cpuParts {
+				all += cpu[part]
+				us := float64(cpu[part].Microseconds()) / msgs
+				parts = append(parts, fmt.Sprintf("%s %.1f", part, us))
+				b.ReportMetric(us, part+"-cpu-us/msg")
+			}
+			busy := all.Seconds() / (took.Seconds() * float64(runtime.NumCPU()))
+			b.Logf("CPU per message (µs): %s; together %.0f%% of the machine's %d cores while the sink drained",
+				strings.Join(parts, ", "), 100*busy, runtime.NumCPU())
+			b.ReportMetric(busy, "cpu-share")
 			b.ReportMetric(float64(bl.ingest.messages), "backlog-msgs")
 			b.ReportMetric(rate, "sink-msgs/s")
 			b.ReportMetric(mb(rss), "sink-peak-rss-MB")
@@ -342,11 +366,26 @@ func checkpointsAt(m map[string]float64, last map[uint32]uint64) bool {
 	return true
 }
 
+// drain is what a sink's drain of a backlog took.
+type drain struct {
+	took time.Duration
+	rss  uint64
+	// cpu is the CPU time each part of the pipeline used over the drain,
+	// by cpuParts name.
+	cpu map[string]time.Duration
+}
+
+// cpuParts are the parts of the pipeline whose CPU time a drain reports:
+// the sink process, the JetStream server, every Postgres process (the
+// sink's connections, the indexer's, background workers) and Redis.
+var cpuParts = []string{"sink", "nats", "postgres", "redis"}
+
 // drainWithSink runs `waypoint sink --replicas replicas` into a fresh
 // database until its group has acknowledged the whole backlog, and returns
-// the time from its start to then and its peak RSS. The database must then
-// equal the simulator's state.
-func drainWithSink(b *testing.B, bin, redisPrefix string, bl *backlog, replicas int) (time.Duration, uint64) {
+// the time from its start to then, its peak RSS and the CPU time the
+// pipeline's processes used meanwhile (natsPID is the JetStream server).
+// The database must then equal the simulator's state.
+func drainWithSink(b *testing.B, bin, redisPrefix string, bl *backlog, replicas, natsPID int) drain {
 	b.Helper()
 	ctx := context.Background()
 	resetSinkGroup(b, bl.bus)
@@ -361,6 +400,7 @@ func drainWithSink(b *testing.B, bin, redisPrefix string, bl *backlog, replicas 
 		b.Fatalf("waypoint migrate up: %v\n%s", err, out)
 	}
 
+	cpuBefore := pipelineCPU(b, natsPID)
 	start := time.Now()
 	args := []string{"sink", "--replicas", strconv.Itoa(replicas)}
 	// WAYPOINT_BENCH_SINK_BATCH sets --batch-size and
@@ -388,6 +428,15 @@ func drainWithSink(b *testing.B, bin, redisPrefix string, bl *backlog, replicas 
 	}
 	took := time.Since(start)
 	rss := peakRSS(b, sk.PID())
+	cpuAfter := pipelineCPU(b, natsPID)
+	sinkCPU, err := testsupport.CPUTime(sk.PID())
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := drain{took: took, rss: rss, cpu: map[string]time.Duration{"sink": sinkCPU}}
+	for part, before := range cpuBefore {
+		d.cpu[part] = testsupport.CPUSince(before, cpuAfter[part])
+	}
 	if err := sk.Stop(30 * time.Second); err != nil {
 		b.Fatalf("%v\n%s", err, sk.LogTail(4000))
 	}
@@ -405,7 +454,27 @@ func drainWithSink(b *testing.B, bin, redisPrefix string, bl *backlog, replicas 
 		b.Fatalf("the sink dead-lettered %d of the simulator's valid messages", dead)
 	}
 	matchTruth(b, pool, bl.truth)
-	return took, rss
+	return d
+}
+
+// pipelineCPU returns the CPU time the processes of cpuParts but the sink
+// have used so far, by part and PID; natsPID is the JetStream server.
+func pipelineCPU(b *testing.B, natsPID int) map[string]map[int]time.Duration {
+	b.Helper()
+	nats, err := testsupport.CPUTime(natsPID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := map[string]map[int]time.Duration{"nats": {natsPID: nats}}
+	for part, comm := range map[string]string{"postgres": "postgres", "redis": "redis-server"} {
+		if out[part], err = testsupport.CPUTimes(comm); err != nil {
+			b.Fatal(err)
+		}
+		if len(out[part]) == 0 {
+			b.Fatalf("no %s process to measure", comm)
+		}
+	}
+	return out
 }
 
 // resetSinkGroup deletes the sink group's consumers and member bucket, so

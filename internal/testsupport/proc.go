@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // PeakRSS returns the peak resident set size (VmHWM) of the running
@@ -26,4 +27,83 @@ func PeakRSS(pid int) (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmHWM in the status of process %d", pid)
+}
+
+// userHZ is the unit of the CPU times in /proc/<pid>/stat: clock ticks of
+// USER_HZ, which Linux fixes at 100 a second for every architecture it
+// exports them on.
+const userHZ = 100
+
+// CPUTime returns the CPU time, user and system, the running process pid
+// has used so far.
+func CPUTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read stat of process %d: %w", pid, err)
+	}
+	_, d, err := parseStat(b)
+	if err != nil {
+		return 0, fmt.Errorf("process %d: %w", pid, err)
+	}
+	return d, nil
+}
+
+// CPUTimes returns the CPU time used so far by each running process whose
+// command name is comm (as in /proc/<pid>/comm, e.g. "postgres"), by PID.
+// Processes that end between two calls take their time with them: compare
+// two calls over a span in which the processes of interest keep running.
+func CPUTimes(comm string) (map[int]time.Duration, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	out := map[int]time.Duration{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // it ended meanwhile
+		}
+		name, d, err := parseStat(b)
+		if err != nil || name != comm {
+			continue
+		}
+		out[pid] = d
+	}
+	return out, nil
+}
+
+// CPUSince returns the CPU time the processes of now used since before,
+// two CPUTimes results; one new since before counts whole.
+func CPUSince(before, now map[int]time.Duration) time.Duration {
+	var d time.Duration
+	for pid, t := range now {
+		d += t - before[pid]
+	}
+	return d
+}
+
+// parseStat returns the command name and the user plus system CPU time of
+// a /proc/<pid>/stat line. The name, in parentheses, may itself hold
+// spaces and parentheses, so the fields are counted after its last ')'.
+func parseStat(b []byte) (string, time.Duration, error) {
+	s := string(b)
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open {
+		return "", 0, fmt.Errorf("malformed stat %q", s)
+	}
+	// After the name: state(3) ppid(4) ... utime(14) stime(15).
+	f := strings.Fields(s[end+1:])
+	if len(f) < 13 {
+		return "", 0, fmt.Errorf("malformed stat %q", s)
+	}
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return "", 0, fmt.Errorf("malformed stat times %q %q", f[11], f[12])
+	}
+	return s[open+1 : end], time.Duration(ut+st) * time.Second / userHZ, nil
 }
