@@ -465,15 +465,11 @@ func pipelineCPU(b *testing.B, natsPID int) map[string]map[int]time.Duration {
 	if err != nil {
 		b.Fatal(err)
 	}
-	out := map[string]map[int]time.Duration{"nats": {natsPID: nats}}
-	for part, comm := range map[string]string{"postgres": "postgres", "redis": "redis-server"} {
-		if out[part], err = testsupport.CPUTimes(comm); err != nil {
-			b.Fatal(err)
-		}
-		if len(out[part]) == 0 {
-			b.Fatalf("no %s process to measure", comm)
-		}
+	out, err := testsupport.ServicesCPU()
+	if err != nil {
+		b.Fatal(err)
 	}
+	out["nats"] = map[int]time.Duration{natsPID: nats}
 	return out
 }
 

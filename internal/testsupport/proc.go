@@ -107,3 +107,21 @@ func parseStat(b []byte) (string, time.Duration, error) {
 	}
 	return s[open+1 : end], time.Duration(ut+st) * time.Second / userHZ, nil
 }
+
+// ServicesCPU returns the CPU time the services' processes have used so
+// far, by service ("postgres": every process of the server, "redis") and
+// PID. A benchmark compares two calls to tell what its work cost them.
+func ServicesCPU() (map[string]map[int]time.Duration, error) {
+	out := map[string]map[int]time.Duration{}
+	for service, comm := range map[string]string{"postgres": "postgres", "redis": "redis-server"} {
+		ts, err := CPUTimes(comm)
+		if err != nil {
+			return nil, err
+		}
+		if len(ts) == 0 {
+			return nil, fmt.Errorf("no %s process running", comm)
+		}
+		out[service] = ts
+	}
+	return out, nil
+}
