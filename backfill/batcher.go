@@ -12,9 +12,11 @@ import (
 // Writes, because the cost of a write is mostly its transaction: a FID's
 // families arrive as many small pages, and writing each alone would leave
 // the backfill waiting on commits. It commits in groups: a batch stays open
-// for at least the linger and then until a writer slot is free, so while
-// every slot is busy the next batch grows with everything that arrives
-// meanwhile, and the batch size follows the load instead of the linger.
+// for the linger, or until it holds ready events (a full page), and then
+// until a writer slot is free, so while every slot is busy the next batch
+// grows with everything that arrives meanwhile, up to max, and the batch
+// size follows the load instead of the linger. A lone fetcher of a large
+// FID's full pages thus never waits for the linger.
 // Every contributor waits for the write that holds its page and gets its
 // error, so a page is durable before its fetcher asks for the next one and
 // before its job is acknowledged. Memory stays bounded by the pages in
@@ -22,6 +24,7 @@ import (
 type batcher struct {
 	w       Writer
 	max     int
+	ready   int
 	linger  time.Duration
 	timeout time.Duration
 	sem     chan struct{}
@@ -33,13 +36,16 @@ type batcher struct {
 type batch struct {
 	ctx    context.Context
 	events []*pb.HubEvent
-	full   chan struct{} // closed when the batch reached max and was sealed
+	filled chan struct{} // closed when the batch reached ready events
 	done   chan struct{}
 	err    error
 }
 
-func newBatcher(w Writer, max int, linger, timeout time.Duration, concurrency int) *batcher {
-	return &batcher{w: w, max: max, linger: linger, timeout: timeout, sem: make(chan struct{}, concurrency)}
+func newBatcher(w Writer, max, ready int, linger, timeout time.Duration, concurrency int) *batcher {
+	if ready <= 0 || ready > max {
+		ready = max
+	}
+	return &batcher{w: w, max: max, ready: ready, linger: linger, timeout: timeout, sem: make(chan struct{}, concurrency)}
 }
 
 // Write adds events to the open batch and waits until that batch is
@@ -50,14 +56,17 @@ func (b *batcher) Write(ctx context.Context, events []*pb.HubEvent) error {
 	if bt == nil {
 		// The combined write serves several jobs: one of them ending must
 		// not abort the others' pages, so it runs detached, with a bound.
-		bt = &batch{ctx: context.WithoutCancel(ctx), full: make(chan struct{}), done: make(chan struct{})}
+		bt = &batch{ctx: context.WithoutCancel(ctx), filled: make(chan struct{}), done: make(chan struct{})}
 		b.cur = bt
 		go b.run(bt)
 	}
+	n := len(bt.events)
 	bt.events = append(bt.events, events...)
+	if n < b.ready && len(bt.events) >= b.ready {
+		close(bt.filled)
+	}
 	if len(bt.events) >= b.max {
-		b.cur = nil
-		close(bt.full)
+		b.cur = nil // sealed: the next page starts a batch
 	}
 	b.mu.Unlock()
 	select {
@@ -68,13 +77,13 @@ func (b *batcher) Write(ctx context.Context, events []*pb.HubEvent) error {
 	}
 }
 
-// run writes bt once its linger ended (or it filled up) and a writer slot
-// is free, sealing it only then.
+// run writes bt once its linger ended (or it held ready events) and a
+// writer slot is free, sealing it only then.
 func (b *batcher) run(bt *batch) {
 	t := time.NewTimer(b.linger)
 	select {
 	case <-t.C:
-	case <-bt.full:
+	case <-bt.filled:
 		t.Stop()
 	}
 	b.sem <- struct{}{}

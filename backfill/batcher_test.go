@@ -41,7 +41,7 @@ func (r *recordingWriter) Write(ctx context.Context, ev []*pb.HubEvent) error {
 
 func TestBatcherCombinesPages(t *testing.T) {
 	rw := &recordingWriter{}
-	b := newBatcher(rw, 100, 50*time.Millisecond, time.Minute, 2)
+	b := newBatcher(rw, 100, 100, 50*time.Millisecond, time.Minute, 2)
 	var wg sync.WaitGroup
 	for range 10 {
 		wg.Add(1)
@@ -64,7 +64,7 @@ func TestBatcherCombinesPages(t *testing.T) {
 
 func TestBatcherFlushesFullBatchAtOnce(t *testing.T) {
 	rw := &recordingWriter{}
-	b := newBatcher(rw, 10, time.Hour, time.Minute, 1)
+	b := newBatcher(rw, 10, 10, time.Hour, time.Minute, 1)
 	done := make(chan error)
 	go func() { done <- b.Write(context.Background(), events(4)) }()
 	time.Sleep(20 * time.Millisecond)
@@ -83,7 +83,7 @@ func TestBatcherFlushesFullBatchAtOnce(t *testing.T) {
 func TestBatcherErrorReachesEveryContributor(t *testing.T) {
 	boom := errors.New("commit failed")
 	rw := &recordingWriter{err: boom}
-	b := newBatcher(rw, 1000, 30*time.Millisecond, time.Minute, 1)
+	b := newBatcher(rw, 1000, 1000, 30*time.Millisecond, time.Minute, 1)
 	var wg sync.WaitGroup
 	errs := make(chan error, 5)
 	for range 5 {
@@ -101,7 +101,7 @@ func TestBatcherErrorReachesEveryContributor(t *testing.T) {
 
 func TestBatcherCancelledContributorDoesNotAbortOthers(t *testing.T) {
 	rw := &recordingWriter{block: make(chan struct{}), called: make(chan struct{}, 1)}
-	b := newBatcher(rw, 1000, 10*time.Millisecond, time.Minute, 1)
+	b := newBatcher(rw, 1000, 1000, 10*time.Millisecond, time.Minute, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	gone := make(chan error)
 	stay := make(chan error)
@@ -123,20 +123,12 @@ func TestBatcherCancelledContributorDoesNotAbortOthers(t *testing.T) {
 // not in one write per linger.
 func TestBatcherGrowsBatchesWhileWritersAreBusy(t *testing.T) {
 	rw := &recordingWriter{block: make(chan struct{}), called: make(chan struct{}, 100)}
-	b := newBatcher(rw, 1000, time.Millisecond, time.Minute, 1)
+	b := newBatcher(rw, 1000, 1000, time.Millisecond, time.Minute, 1)
 	var wg sync.WaitGroup
-	write := func() {
-		defer wg.Done()
-		if err := b.Write(context.Background(), events(2)); err != nil {
-			t.Error(err)
-		}
-	}
-	wg.Add(1)
-	go write()
+	handIn(t, b, &wg, 2)
 	<-rw.called // the first batch holds the slot
 	for range 20 {
-		wg.Add(1)
-		go write()
+		handIn(t, b, &wg, 2)
 		time.Sleep(5 * time.Millisecond) // several lingers apart
 	}
 	close(rw.block)
@@ -144,4 +136,71 @@ func TestBatcherGrowsBatchesWhileWritersAreBusy(t *testing.T) {
 	if len(rw.sizes) != 2 || rw.sizes[0] != 2 || rw.sizes[1] != 40 {
 		t.Fatalf("writes %v: want the first page alone, then the 20 pages that waited in one write", rw.sizes)
 	}
+}
+
+// TestBatcherWritesAFullPageAtOnce: a batch holding a full page goes out
+// as soon as a writer slot is free, without the linger, so a lone fetcher
+// of a large FID's pages does not wait for it on every page.
+func TestBatcherWritesAFullPageAtOnce(t *testing.T) {
+	rw := &recordingWriter{}
+	b := newBatcher(rw, 5000, 1000, time.Hour, time.Minute, 2)
+	done := make(chan error, 1)
+	go func() { done <- b.Write(context.Background(), events(1000)) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a full page waited for the hour-long linger")
+	}
+	if len(rw.sizes) != 1 || rw.sizes[0] != 1000 {
+		t.Fatalf("writes %v: want one write of the page", rw.sizes)
+	}
+}
+
+// TestBatcherGrowsPastAPageWhileWritersAreBusy: with the only writer slot
+// held, full pages keep joining the open batch up to its maximum, which is
+// then sealed; the rest start the next batch.
+func TestBatcherGrowsPastAPageWhileWritersAreBusy(t *testing.T) {
+	rw := &recordingWriter{block: make(chan struct{}), called: make(chan struct{}, 100)}
+	b := newBatcher(rw, 5000, 1000, time.Hour, time.Minute, 1)
+	var wg sync.WaitGroup
+	handIn(t, b, &wg, 1000)
+	<-rw.called // the first page holds the slot
+	for range 6 {
+		handIn(t, b, &wg, 1000)
+	}
+	// Let all six join before the slot frees.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		b.mu.Lock()
+		n := 0
+		if b.cur != nil {
+			n = len(b.cur.events)
+		}
+		b.mu.Unlock()
+		if n == 1000 { // five sealed at 5000, the sixth open
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the open batch holds %d events, want the sixth page alone", n)
+		}
+	}
+	close(rw.block)
+	wg.Wait()
+	if len(rw.sizes) != 3 || rw.sizes[0] != 1000 || rw.sizes[1] != 5000 || rw.sizes[2] != 1000 {
+		t.Fatalf("writes %v: want the first page, then five pages in one write of 5000, then the sixth", rw.sizes)
+	}
+}
+
+// handIn writes a page of n events through b in a goroutine that wg
+// tracks, as a fetcher does.
+func handIn(t *testing.T, b *batcher, wg *sync.WaitGroup, n int) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := b.Write(context.Background(), events(n)); err != nil {
+			t.Error(err)
+		}
+	}()
 }

@@ -3,6 +3,8 @@ package backfill_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -26,6 +28,10 @@ import (
 // ceiling is the sink's writer alone writing the same events into another
 // fresh database in batches of the worker's WriteBatch, in the same run;
 // the ratio says how much of the writer's capacity the backfill uses.
+// Where the two cores go while the backfill runs: process-, postgres- and
+// redis-cpu-us/msg, the CPU time this process (the simulator, the workers
+// and the writer), every Postgres process and Redis used per message read;
+// cpu-share, their sum over the run's time on all cores.
 //
 // The history is 1,000 FIDs and 400k events, of which about 90k are
 // messages the backfill reads. A backfill runs for hours; a third of that
@@ -44,6 +50,7 @@ func BenchmarkBackfillSimulatorToPostgres(b *testing.B) {
 			p.validation = c.validation
 			var msgs, events, ceilingEvents int64
 			var elapsed, ceilingTook time.Duration
+			cpu := map[string]time.Duration{}
 			for range b.N {
 				b.StopTimer()
 				ctx := context.Background()
@@ -72,15 +79,20 @@ func BenchmarkBackfillSimulatorToPostgres(b *testing.B) {
 				if _, err := p.queue.Enqueue(ctx, backfill.FIDRange(1, fids), backfill.EnqueueRequest{}); err != nil {
 					b.Fatal(err)
 				}
+				cpuBefore := benchCPU(b)
 				b.StartTimer()
 				start := time.Now()
 				ws := p.run(b, 1, c.conc, nil)
 				elapsed += time.Since(start)
 				b.StopTimer()
+				cpuAfter := benchCPU(b)
+				for part, before := range cpuBefore {
+					cpu[part] += testsupport.CPUSince(before, cpuAfter[part])
+				}
 				msgs += ws[0].Stats().Messages
 				events += ws[0].Stats().Events
 				pool.Close()
-				took, err := writeAlone(ctx, testsupport.PostgresURL(b), written, backfill.DefaultPageSize)
+				took, err := writeAlone(ctx, testsupport.PostgresURL(b), written, backfill.DefaultWriteBatch)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -92,8 +104,31 @@ func BenchmarkBackfillSimulatorToPostgres(b *testing.B) {
 			ceiling := float64(ceilingEvents) / ceilingTook.Seconds()
 			b.ReportMetric(ceiling, "ceiling-items/s")
 			b.ReportMetric(float64(msgs+events)/elapsed.Seconds()/ceiling, "ratio")
+			var all time.Duration
+			for _, part := range []string{"process", "postgres", "redis"} {
+				all += cpu[part]
+				b.ReportMetric(float64(cpu[part].Microseconds())/float64(msgs), part+"-cpu-us/msg")
+			}
+			b.ReportMetric(all.Seconds()/(elapsed.Seconds()*float64(runtime.NumCPU())), "cpu-share")
 		})
 	}
+}
+
+// benchCPU returns the CPU time used so far by this process ("process":
+// the simulator, the workers and the writer) and by Postgres and Redis, by
+// part and PID.
+func benchCPU(b *testing.B) map[string]map[int]time.Duration {
+	b.Helper()
+	out, err := testsupport.ServicesCPU()
+	if err != nil {
+		b.Fatal(err)
+	}
+	self, err := testsupport.CPUTime(os.Getpid())
+	if err != nil {
+		b.Fatal(err)
+	}
+	out["process"] = map[int]time.Duration{os.Getpid(): self}
+	return out
 }
 
 // writeAlone writes events with the sink's writer into a fresh database at

@@ -29,6 +29,14 @@ const (
 	DefaultConcurrency = 50
 	DefaultPageSize    = 1000
 	DefaultMaxRate     = 500.0 // requests/s to the hub
+	// A few large writes at a time cost the database far less per message
+	// than many small ones at once: with 2 writes of up to 5,000 events,
+	// Postgres spent 26-29 µs of CPU per message of a benchmark backfill,
+	// against 41-46 µs with 8 writes of up to 1,000, and the backfill at
+	// concurrency 100 went from 25k to 34-36k msgs/s on two cores. While
+	// both writes run, the next batch grows with the pages arriving.
+	DefaultWriteBatch       = 5000
+	DefaultWriteConcurrency = 2
 )
 
 // Writer stores events; backfill pages arrive as synthetic merge events
@@ -110,10 +118,11 @@ type WorkerOptions struct {
 	// WriteBatch is the number of events at which pages handed in by
 	// concurrent fetchers are combined into one Write; a page waits at most
 	// WriteLinger (default 50ms) for others to join it, and at most
-	// WriteConcurrency (default 8; give the writer's pool as many
-	// connections) combined writes run at once, each bounded by
-	// WriteTimeout (default 2m). Default PageSize, so that full pages go out
-	// at once; negative writes every page on its own.
+	// WriteConcurrency (default DefaultWriteConcurrency; give the writer's
+	// pool as many connections) combined writes run at once, each bounded
+	// by WriteTimeout (default 2m). Default DefaultWriteBatch, or PageSize
+	// if larger, so that a full page goes out at once; negative writes
+	// every page on its own.
 	WriteBatch       int
 	WriteLinger      time.Duration
 	WriteConcurrency int
@@ -182,13 +191,13 @@ func NewWorker(q *Queue, hub Hub, w Writer, o WorkerOptions) *Worker {
 		o.RequestRetries = 5
 	}
 	if o.WriteBatch == 0 {
-		o.WriteBatch = int(o.PageSize)
+		o.WriteBatch = max(DefaultWriteBatch, int(o.PageSize))
 	}
 	if o.WriteLinger <= 0 {
 		o.WriteLinger = 50 * time.Millisecond
 	}
 	if o.WriteConcurrency <= 0 {
-		o.WriteConcurrency = 8
+		o.WriteConcurrency = DefaultWriteConcurrency
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = 2 * time.Minute
@@ -207,7 +216,7 @@ func NewWorker(q *Queue, hub Hub, w Writer, o WorkerOptions) *Worker {
 		o.Name = host + "-" + strconv.Itoa(os.Getpid()) + "-" + newToken()[:6]
 	}
 	if o.WriteBatch > 0 {
-		w = newBatcher(w, o.WriteBatch, o.WriteLinger, o.WriteTimeout, o.WriteConcurrency)
+		w = newBatcher(w, o.WriteBatch, int(o.PageSize), o.WriteLinger, o.WriteTimeout, o.WriteConcurrency)
 	}
 	return &Worker{
 		q: q, hub: hub, w: w, o: o,
