@@ -20,12 +20,11 @@ import (
 	"github.com/waypointhq/waypoint/sink"
 )
 
-// BenchmarkBackfillSimulatorToPostgres measures messages per second from
-// the simulator over gRPC, through validation and the sink's writer, into a
-// fresh Postgres database, with 50 and 100 FIDs in flight at the default
-// validation (hash), and at 100 with full validation (Ed25519 on every
-// message). The
-// ceiling is the sink's writer alone writing the same events into another
+// BenchmarkBackfillSimulatorToPostgres measures messages and FIDs per
+// second from the simulator over gRPC, through validation and the sink's
+// writer, into a fresh Postgres database, with 50 and 100 FIDs in flight
+// at the default validation (hash), and at 100 with full validation
+// (Ed25519 on every message). The ceiling is the sink's writer alone writing the same events into another
 // fresh database in batches of the worker's WriteBatch, in the same run;
 // the ratio says how much of the writer's capacity the backfill uses.
 // Where the two cores go while the backfill runs: process-, postgres- and
@@ -100,6 +99,7 @@ func BenchmarkBackfillSimulatorToPostgres(b *testing.B) {
 				ceilingTook += took
 			}
 			b.ReportMetric(float64(msgs)/elapsed.Seconds(), "msgs/s")
+			b.ReportMetric(float64(fids*b.N)/elapsed.Seconds(), "fids/s")
 			b.ReportMetric(float64(msgs+events)/elapsed.Seconds(), "items/s")
 			ceiling := float64(ceilingEvents) / ceilingTook.Seconds()
 			b.ReportMetric(ceiling, "ceiling-items/s")
