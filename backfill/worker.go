@@ -31,10 +31,10 @@ const (
 	DefaultMaxRate     = 500.0 // requests/s to the hub
 	// A few large writes at a time cost the database far less per message
 	// than many small ones at once: with 2 writes of up to 5,000 events,
-	// Postgres spent 26-29 µs of CPU per message of a benchmark backfill,
+	// Postgres spent 28-36 µs of CPU per message of a benchmark backfill,
 	// against 41-46 µs with 8 writes of up to 1,000, and the backfill at
-	// concurrency 100 went from 25k to 34-36k msgs/s on two cores. While
-	// both writes run, the next batch grows with the pages arriving.
+	// concurrency 100 went from 18-26k to 30-37k msgs/s on two cores.
+	// While both writes run, the next batch grows with the pages arriving.
 	DefaultWriteBatch       = 5000
 	DefaultWriteConcurrency = 2
 )
