@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -24,9 +23,10 @@ import (
 // second from the simulator over gRPC, through validation and the sink's
 // writer, into a fresh Postgres database, with 50 and 100 FIDs in flight
 // at the default validation (hash), and at 100 with full validation
-// (Ed25519 on every message). The ceiling is the sink's writer alone writing the same events into another
-// fresh database in batches of the worker's WriteBatch, in the same run;
-// the ratio says how much of the writer's capacity the backfill uses.
+// (Ed25519 on every message). The ceiling is the sink's writer alone
+// writing the same events into another fresh database in batches of the
+// worker's WriteBatch, in the same run; the ratio says how much of the
+// writer's capacity the backfill uses.
 // Where the two cores go while the backfill runs: process-, postgres- and
 // redis-cpu-us/msg, the CPU time this process (the simulator, the workers
 // and the writer), every Postgres process and Redis used per message read;
@@ -78,15 +78,15 @@ func BenchmarkBackfillSimulatorToPostgres(b *testing.B) {
 				if _, err := p.queue.Enqueue(ctx, backfill.FIDRange(1, fids), backfill.EnqueueRequest{}); err != nil {
 					b.Fatal(err)
 				}
-				cpuBefore := benchCPU(b)
+				self := map[string]int{"process": os.Getpid()}
+				cpuBefore := testsupport.ReadCPU(b, self)
 				b.StartTimer()
 				start := time.Now()
 				ws := p.run(b, 1, c.conc, nil)
 				elapsed += time.Since(start)
 				b.StopTimer()
-				cpuAfter := benchCPU(b)
-				for part, before := range cpuBefore {
-					cpu[part] += testsupport.CPUSince(before, cpuAfter[part])
+				for part, t := range testsupport.ReadCPU(b, self).Since(cpuBefore) {
+					cpu[part] += t
 				}
 				msgs += ws[0].Stats().Messages
 				events += ws[0].Stats().Events
@@ -104,31 +104,9 @@ func BenchmarkBackfillSimulatorToPostgres(b *testing.B) {
 			ceiling := float64(ceilingEvents) / ceilingTook.Seconds()
 			b.ReportMetric(ceiling, "ceiling-items/s")
 			b.ReportMetric(float64(msgs+events)/elapsed.Seconds()/ceiling, "ratio")
-			var all time.Duration
-			for _, part := range []string{"process", "postgres", "redis"} {
-				all += cpu[part]
-				b.ReportMetric(float64(cpu[part].Microseconds())/float64(msgs), part+"-cpu-us/msg")
-			}
-			b.ReportMetric(all.Seconds()/(elapsed.Seconds()*float64(runtime.NumCPU())), "cpu-share")
+			testsupport.ReportCPU(b, cpu, []string{"process", "postgres", "redis"}, float64(msgs), elapsed)
 		})
 	}
-}
-
-// benchCPU returns the CPU time used so far by this process ("process":
-// the simulator, the workers and the writer) and by Postgres and Redis, by
-// part and PID.
-func benchCPU(b *testing.B) map[string]map[int]time.Duration {
-	b.Helper()
-	out, err := testsupport.ServicesCPU()
-	if err != nil {
-		b.Fatal(err)
-	}
-	self, err := testsupport.CPUTime(os.Getpid())
-	if err != nil {
-		b.Fatal(err)
-	}
-	out["process"] = map[int]time.Duration{os.Getpid(): self}
-	return out
 }
 
 // writeAlone writes events with the sink's writer into a fresh database at

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -126,18 +125,7 @@ func BenchmarkPipelineProcesses(b *testing.B) {
 			msgs := float64(bl.ingest.messages) * float64(b.N)
 			rate := msgs / took.Seconds()
 			b.Logf("%d replicas: %d messages, %.0f msgs/s, sink peak RSS %.0f MB", replicas, bl.ingest.messages, rate, mb(rss))
-			var all time.Duration
-			var parts []string
-			for _, part := range cpuParts {
-				all += cpu[part]
-				us := float64(cpu[part].Microseconds()) / msgs
-				parts = append(parts, fmt.Sprintf("%s %.1f", part, us))
-				b.ReportMetric(us, part+"-cpu-us/msg")
-			}
-			busy := all.Seconds() / (took.Seconds() * float64(runtime.NumCPU()))
-			b.Logf("CPU per message (µs): %s; together %.0f%% of the machine's %d cores while the sink drained",
-				strings.Join(parts, ", "), 100*busy, runtime.NumCPU())
-			b.ReportMetric(busy, "cpu-share")
+			b.Logf("%s while the sink drained", testsupport.ReportCPU(b, cpu, cpuParts, msgs, took))
 			b.ReportMetric(float64(bl.ingest.messages), "backlog-msgs")
 			b.ReportMetric(rate, "sink-msgs/s")
 			b.ReportMetric(mb(rss), "sink-peak-rss-MB")
@@ -400,7 +388,7 @@ func drainWithSink(b *testing.B, bin, redisPrefix string, bl *backlog, replicas,
 		b.Fatalf("waypoint migrate up: %v\n%s", err, out)
 	}
 
-	cpuBefore := pipelineCPU(b, natsPID)
+	cpuBefore := testsupport.ReadCPU(b, map[string]int{"nats": natsPID})
 	start := time.Now()
 	args := []string{"sink", "--replicas", strconv.Itoa(replicas)}
 	// WAYPOINT_BENCH_SINK_BATCH sets --batch-size and
@@ -428,15 +416,8 @@ func drainWithSink(b *testing.B, bin, redisPrefix string, bl *backlog, replicas,
 	}
 	took := time.Since(start)
 	rss := peakRSS(b, sk.PID())
-	cpuAfter := pipelineCPU(b, natsPID)
-	sinkCPU, err := testsupport.CPUTime(sk.PID())
-	if err != nil {
-		b.Fatal(err)
-	}
-	d := drain{took: took, rss: rss, cpu: map[string]time.Duration{"sink": sinkCPU}}
-	for part, before := range cpuBefore {
-		d.cpu[part] = testsupport.CPUSince(before, cpuAfter[part])
-	}
+	// The sink is new since cpuBefore: its whole CPU time counts.
+	cpu := testsupport.ReadCPU(b, map[string]int{"nats": natsPID, "sink": sk.PID()}).Since(cpuBefore)
 	if err := sk.Stop(30 * time.Second); err != nil {
 		b.Fatalf("%v\n%s", err, sk.LogTail(4000))
 	}
@@ -454,23 +435,7 @@ func drainWithSink(b *testing.B, bin, redisPrefix string, bl *backlog, replicas,
 		b.Fatalf("the sink dead-lettered %d of the simulator's valid messages", dead)
 	}
 	matchTruth(b, pool, bl.truth)
-	return d
-}
-
-// pipelineCPU returns the CPU time the processes of cpuParts but the sink
-// have used so far, by part and PID; natsPID is the JetStream server.
-func pipelineCPU(b *testing.B, natsPID int) map[string]map[int]time.Duration {
-	b.Helper()
-	nats, err := testsupport.CPUTime(natsPID)
-	if err != nil {
-		b.Fatal(err)
-	}
-	out, err := testsupport.ServicesCPU()
-	if err != nil {
-		b.Fatal(err)
-	}
-	out["nats"] = map[int]time.Duration{natsPID: nats}
-	return out
+	return drain{took: took, rss: rss, cpu: cpu}
 }
 
 // resetSinkGroup deletes the sink group's consumers and member bucket, so

@@ -3,8 +3,10 @@ package testsupport
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -76,16 +78,6 @@ func CPUTimes(comm string) (map[int]time.Duration, error) {
 	return out, nil
 }
 
-// CPUSince returns the CPU time the processes of now used since before,
-// two CPUTimes results; one new since before counts whole.
-func CPUSince(before, now map[int]time.Duration) time.Duration {
-	var d time.Duration
-	for pid, t := range now {
-		d += t - before[pid]
-	}
-	return d
-}
-
 // parseStat returns the command name and the user plus system CPU time of
 // a /proc/<pid>/stat line. The name, in parentheses, may itself hold
 // spaces and parentheses, so the fields are counted after its last ')'.
@@ -108,20 +100,63 @@ func parseStat(b []byte) (string, time.Duration, error) {
 	return s[open+1 : end], time.Duration(ut+st) * time.Second / userHZ, nil
 }
 
-// ServicesCPU returns the CPU time the services' processes have used so
-// far, by service ("postgres": every process of the server, "redis") and
-// PID. A benchmark compares two calls to tell what its work cost them.
-func ServicesCPU() (map[string]map[int]time.Duration, error) {
-	out := map[string]map[int]time.Duration{}
+// CPUUse is the CPU time processes have used so far, by part (a service,
+// or a process a benchmark names) and PID.
+type CPUUse map[string]map[int]time.Duration
+
+// ReadCPU returns the CPU time used so far by the services' processes
+// ("postgres": every process of the server; "redis") and by the processes
+// procs names, by part; it fails tb if one cannot be read. A benchmark
+// compares two readings (CPUUse.Since) to tell what its work cost them.
+func ReadCPU(tb testing.TB, procs map[string]int) CPUUse {
+	tb.Helper()
+	u := CPUUse{}
 	for service, comm := range map[string]string{"postgres": "postgres", "redis": "redis-server"} {
 		ts, err := CPUTimes(comm)
 		if err != nil {
-			return nil, err
+			tb.Fatal(err)
 		}
 		if len(ts) == 0 {
-			return nil, fmt.Errorf("no %s process running", comm)
+			tb.Fatalf("no %s process running", comm)
 		}
-		out[service] = ts
+		u[service] = ts
 	}
-	return out, nil
+	for part, pid := range procs {
+		t, err := CPUTime(pid)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		u[part] = map[int]time.Duration{pid: t}
+	}
+	return u
+}
+
+// Since returns the CPU time each part of u used since before, an earlier
+// reading; a process, or a part, new since then counts whole.
+func (u CPUUse) Since(before CPUUse) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for part, now := range u {
+		for pid, t := range now {
+			out[part] += t - before[part][pid]
+		}
+	}
+	return out
+}
+
+// ReportCPU reports the CPU time of each of parts per message, as
+// "<part>-cpu-us/msg", and their sum's share of all the machine's cores
+// over took, as "cpu-share"; it returns the same for a log line.
+func ReportCPU(b *testing.B, cpu map[string]time.Duration, parts []string, msgs float64, took time.Duration) string {
+	var all time.Duration
+	var each []string
+	for _, part := range parts {
+		all += cpu[part]
+		us := float64(cpu[part].Microseconds()) / msgs
+		each = append(each, fmt.Sprintf("%s %.1f", part, us))
+		b.ReportMetric(us, part+"-cpu-us/msg")
+	}
+	share := all.Seconds() / (took.Seconds() * float64(runtime.NumCPU()))
+	b.ReportMetric(share, "cpu-share")
+	return fmt.Sprintf("CPU per message (µs): %s; together %.0f%% of the machine's %d cores",
+		strings.Join(each, ", "), 100*share, runtime.NumCPU())
 }

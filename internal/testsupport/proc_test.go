@@ -64,7 +64,7 @@ func TestCPUTimeOfThisProcess(t *testing.T) {
 	if all[pid] < after {
 		t.Fatalf("CPUTimes(%q) has %v for this process (%d), CPUTime %v", comm, all[pid], pid, after)
 	}
-	if d := CPUSince(map[int]time.Duration{pid: before}, all); d < after-before {
-		t.Fatalf("CPUSince = %v, want at least %v", d, after-before)
+	if d := ReadCPU(t, map[string]int{"self": pid}).Since(CPUUse{"self": {pid: before}})["self"]; d < after-before {
+		t.Fatalf("Since = %v, want at least %v", d, after-before)
 	}
 }
