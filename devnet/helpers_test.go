@@ -1,6 +1,7 @@
 package devnet_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -153,19 +154,19 @@ func (es *eventStream) recvN(t testing.TB, n int, timeout time.Duration) []*pb.H
 
 // waitLive returns once the live stream has delivered a marker cast from
 // fid submitted after it began: from then on the subscription is known to
-// be registered. The markers' events are consumed.
+// be registered. The markers' events are consumed: it returns on the last
+// marker it submitted, which the stream delivers after every earlier one,
+// so a marker delivered late cannot reach the caller's reads.
 func waitLive(t testing.TB, sim *devnet.Sim, es *eventStream, fid uint64) {
 	t.Helper()
 	s := devnet.NewSigner(1 << 40)
-	sent := map[string]bool{}
 	for i := range 100 {
 		m := s.CastAdd(fid, 1, fmt.Sprintf("marker %d", i))
-		sent[string(m.Hash)] = true
 		if err := sim.Submit(m); err != nil {
 			t.Fatal(err)
 		}
 		for ev := es.next(50 * time.Millisecond); ev != nil; ev = es.next(50 * time.Millisecond) {
-			if sent[string(ev.GetMergeMessageBody().GetMessage().GetHash())] {
+			if bytes.Equal(ev.GetMergeMessageBody().GetMessage().GetHash(), m.Hash) {
 				return
 			}
 		}
