@@ -27,7 +27,7 @@ func runCLI(t *testing.T, env []string, args ...string) (code int, stdout, stder
 
 // leafCommands are the commands the documentation promises.
 var leafCommands = []string{
-	"start", "ingest", "sink", "dlq list", "dlq replay",
+	"start", "ingest", "sink run", "sink dlq list", "sink dlq replay",
 	"backfill enqueue", "backfill worker", "backfill status", "backfill retry-failed",
 	"migrate up", "migrate status", "devnet", "status", "search", "trace", "version",
 }
@@ -46,7 +46,7 @@ func model(t *testing.T) *kong.Kong {
 func commandPaths(n *kong.Node) []string {
 	var out []string
 	for _, c := range n.Children {
-		if c.Type != kong.CommandNode {
+		if c.Type != kong.CommandNode || c.Hidden {
 			continue
 		}
 		path := strings.TrimPrefix(c.FullPath(), "waypoint ")
@@ -188,7 +188,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"sink", "--replicas", "two"}, "--replicas"},
 		{[]string{"backfill"}, "expected one of"},
 		{[]string{"backfill", "enqueue"}, "say which FIDs: --fids, --max-fid or --all"},
-		{[]string{"dlq", "replay"}, "say which entries: --id or --all"},
+		{[]string{"sink", "dlq", "replay"}, "say which entries: --id or --all"},
 		{[]string{"backfill", "enqueue", "--all", "--fids", "1"}, "can't be used together"},
 		{[]string{"backfill", "enqueue", "--all", "--types", "casts,bogus"}, `but got "bogus"`},
 		{[]string{"trace", "xyz"}, `"xyz" is not a message hash`},

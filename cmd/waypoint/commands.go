@@ -38,7 +38,7 @@ type cli struct {
 	Start    startCmd    `cmd:"" help:"Run ingest and sink in one process."`
 	Ingest   ingestCmd   `cmd:"" help:"Follow every shard of the hub and publish its events to JetStream."`
 	Sink     sinkCmd     `cmd:"" help:"Write events from JetStream and the backfill queue into Postgres."`
-	DLQ      dlqCmd      `cmd:"" name:"dlq" help:"List or replay the messages the sink dead-lettered."`
+	DLQ      dlqCmd      `cmd:"" name:"dlq" hidden:"" help:"List or replay the messages the sink dead-lettered (the same as waypoint sink dlq)."`
 	Backfill backfillCmd `cmd:"" help:"Queue and run imports of historical data from the hub."`
 	Migrate  migrateCmd  `cmd:"" help:"Apply or inspect the database schema migrations."`
 	Devnet   devnetCmd   `cmd:"" help:"Run a local Snapchain simulator that speaks the real gRPC protocol."`
@@ -156,19 +156,30 @@ func runIngest(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus
 	return in.Run(ctx)
 }
 
+// sinkCmd runs the sink unless a subcommand (dlq) is named: its flags
+// belong to the run, which is the default subcommand.
 type sinkCmd struct {
 	sinkFlags
+	Run sinkRunCmd `cmd:"" default:"withargs" help:"Write events from JetStream and the backfill queue into Postgres (what waypoint sink alone does)."`
+	DLQ dlqCmd     `cmd:"" name:"dlq" help:"List or replay the messages the sink dead-lettered."`
 }
 
 func (sinkCmd) Help() string {
-	return `Drains the JetStream stream and the Redis backfill queue into Postgres in COPY batches. Several replicas, in one process or many, share the stream's partitions; messages that fail validation go to the dead-letter table (see "waypoint dlq").
+	return `Drains the JetStream stream and the Redis backfill queue into Postgres in COPY batches. Several replicas, in one process or many, share the stream's partitions; messages that fail validation go to the dead-letter table, which "waypoint sink dlq" lists and replays.
 
 Example:
 
-    waypoint sink --replicas 2 --batch-size 1000`
+    waypoint sink --replicas 2 --batch-size 1000
+    waypoint sink dlq list --reason bad_hash`
 }
 
-func (*sinkCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+type sinkRunCmd struct{}
+
+func (sinkRunCmd) Help() string {
+	return "The sink's flags go before or after \"run\", which may be left out.\n\nExample:\n\n    waypoint sink run --replicas 4"
+}
+
+func (*sinkRunCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	setMemoryLimit(log, cfg.Sink.MemoryLimitMB)
 	o := newObserver(cfg, log)
 	defer o.serve(ctx, "sink", "backfill")()
@@ -269,7 +280,7 @@ func (dlqCmd) Help() string {
 
 Example:
 
-    waypoint dlq list --limit 20`
+    waypoint sink dlq list --limit 20`
 }
 
 type dlqListCmd struct {
@@ -278,7 +289,7 @@ type dlqListCmd struct {
 }
 
 func (dlqListCmd) Help() string {
-	return "Example:\n\n    waypoint dlq list --reason bad_hash --limit 10"
+	return "Example:\n\n    waypoint sink dlq list --reason bad_hash --limit 10"
 }
 
 func (c *dlqListCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Writer) error {
@@ -334,7 +345,7 @@ func (c *dlqReplayCmd) Validate() error {
 }
 
 func (dlqReplayCmd) Help() string {
-	return "Entries that fail again stay in the queue with their new reason.\n\nExample:\n\n    waypoint dlq replay --id 17,18"
+	return "Entries that fail again stay in the queue with their new reason.\n\nExample:\n\n    waypoint sink dlq replay --id 17,18"
 }
 
 func (c *dlqReplayCmd) Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Writer) error {

@@ -33,11 +33,14 @@ func TestDLQListAndSearchOnEmptyDatabase(t *testing.T) {
 	if code, _, errOut := runCLI(t, env, "migrate", "up"); code != exitOK {
 		t.Fatalf("migrate up: %s", errOut)
 	}
-	code, out, errOut := runCLI(t, env, "dlq", "list")
-	if code != exitOK || !strings.Contains(out, "0 dead letter(s)") {
-		t.Fatalf("dlq list: exit %d, stdout %q, stderr %q", code, out, errOut)
+	// waypoint dlq is the hidden older name of waypoint sink dlq.
+	for _, args := range [][]string{{"sink", "dlq", "list"}, {"dlq", "list"}} {
+		code, out, errOut := runCLI(t, env, args...)
+		if code != exitOK || !strings.Contains(out, "0 dead letter(s)") {
+			t.Fatalf("%s: exit %d, stdout %q, stderr %q", strings.Join(args, " "), code, out, errOut)
+		}
 	}
-	code, out, errOut = runCLI(t, env, "search", "hello", "--limit", "3")
+	code, out, errOut := runCLI(t, env, "search", "hello", "--limit", "3")
 	if code != exitOK || !strings.Contains(out, "no casts found") {
 		t.Fatalf("search: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}

@@ -54,7 +54,7 @@ func TestStartAndBackfillMatchSimulator(t *testing.T) {
 		if code != exitOK || !strings.Contains(out, done) || !strings.Contains(out, "failed 0/0") {
 			t.Fatalf("round %d: backfill status: want %q and no failures, got %q", round, done, out)
 		}
-		code, out, _ = runCLI(t, env, "dlq", "list")
+		code, out, _ = runCLI(t, env, "sink", "dlq", "list")
 		if code != exitOK || !strings.Contains(out, "0 dead letter(s)") {
 			t.Fatalf("round %d: valid traffic was dead-lettered: %s", round, out)
 		}

@@ -165,7 +165,9 @@ func report(w io.Writer, path string, err error) int {
 func commandPath(kctx *kong.Context) string {
 	parts := []string{"waypoint"}
 	for _, p := range kctx.Path {
-		if p.Command != nil {
+		// A default subcommand (sink's run) is named as its parent, the
+		// way it is usually typed.
+		if p.Command != nil && p.Command.Tag.Default == "" {
 			parts = append(parts, p.Command.Name)
 		}
 	}
