@@ -153,6 +153,11 @@ type Sink struct {
 	MaxPulledMB int `toml:"max_pulled_mb"`
 	// Validate is off, hash or full (see message.ParseMode).
 	Validate string `toml:"validate"`
+	// DedupeTTLS is how long, in seconds, a committed event stays in the
+	// Redis dedupe cache; DedupeMaxEntries how many the cache keeps at
+	// most, the newest, with 0 turning the cache off.
+	DedupeTTLS       int `toml:"dedupe_ttl_s"`
+	DedupeMaxEntries int `toml:"dedupe_max_entries"`
 	// MemoryLimitMB is the soft memory limit of a process running a sink
 	// (see Ingest.MemoryLimitMB); 0 sets none.
 	MemoryLimitMB int `toml:"memory_limit_mb"`
@@ -208,7 +213,8 @@ func Default() Config {
 		Log: Log{Level: "info", Format: "text"},
 		Ingest: Ingest{FromID: "live", MaxInFlight: 8192, MaxInFlightMB: 32, StallTimeoutS: 30, CheckpointIntervalMS: 1000,
 			MemoryLimitMB: 120},
-		Sink:     Sink{Replicas: 1, BatchSize: 5000, PullSize: 1000, BatchTimeoutMS: 100, MaxBatchMB: 32, MaxPulledMB: 128, Validate: "hash"},
+		Sink: Sink{Replicas: 1, BatchSize: 5000, PullSize: 1000, BatchTimeoutMS: 100, MaxBatchMB: 32, MaxPulledMB: 128, Validate: "hash",
+			DedupeTTLS: 86400, DedupeMaxEntries: 1_000_000},
 		Backfill: Backfill{Concurrency: 50, BatchSize: 50, PageSize: 1000},
 		Metrics:  Metrics{Addr: "127.0.0.1:9090"},
 	}

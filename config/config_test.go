@@ -47,6 +47,8 @@ func TestLoadDefaults(t *testing.T) {
 		"log.level":           {got.Log.Level, "info"},
 		"sink.batch_size":     {got.Sink.BatchSize, 5000},
 		"sink.validate":       {got.Sink.Validate, "hash"},
+		"sink.dedupe_ttl_s":   {got.Sink.DedupeTTLS, 86400},
+		"sink.dedupe_max":     {got.Sink.DedupeMaxEntries, 1_000_000},
 		"backfill.concurency": {got.Backfill.Concurrency, 50},
 		"metrics.addr":        {got.Metrics.Addr, "127.0.0.1:9090"},
 		"write_messages":      {got.Database.WriteMessages, true},

@@ -64,6 +64,8 @@ func (l *loader) validate() {
 	l.check("sink.max_batch_mb", between(c.Sink.MaxBatchMB, 1, 4096))
 	l.check("sink.max_pulled_mb", between(c.Sink.MaxPulledMB, 1, 65536))
 	l.check("sink.validate", oneOf(c.Sink.Validate, "off", "hash", "full"))
+	l.check("sink.dedupe_ttl_s", between(c.Sink.DedupeTTLS, 1, 30*86400))
+	l.check("sink.dedupe_max_entries", between(c.Sink.DedupeMaxEntries, 0, 1_000_000_000))
 	l.check("sink.memory_limit_mb", between(c.Sink.MemoryLimitMB, 0, 1<<20))
 
 	l.check("backfill.concurrency", between(c.Backfill.Concurrency, 1, 10000))

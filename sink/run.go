@@ -109,10 +109,16 @@ type Options struct {
 	Bus  *bus.Bus
 	Pool *pgxpool.Pool
 	// Redis holds the dedupe cache; nil turns deduplication off (the
-	// writer is idempotent, so this only costs redundant writes).
-	Redis        *redis.Client
-	DedupeTTL    time.Duration
-	DedupePrefix string
+	// writer is idempotent, so this only costs redundant writes). An
+	// event stays in the cache for DedupeTTL after its commit, and the
+	// cache keeps at most the DedupeMaxEntries newest (DefaultDedupeTTL,
+	// DefaultDedupeMaxEntries if zero). The cache is the sorted set
+	// DedupePrefix (DefaultDedupePrefix if empty) followed by the
+	// database's instance id.
+	Redis            *redis.Client
+	DedupeTTL        time.Duration
+	DedupeMaxEntries int
+	DedupePrefix     string
 
 	// Replicas is the number of replicas this process runs; each has its
 	// own Writer and writes one batch at a time.
@@ -296,7 +302,7 @@ func New(ctx context.Context, opts Options) (*Sink, error) {
 		if prefix == "" {
 			prefix = DefaultDedupePrefix
 		}
-		s.dedup = newDedupe(opts.Redis, prefix+id+":", opts.DedupeTTL)
+		s.dedup = newDedupe(opts.Redis, prefix+id, opts.DedupeTTL, opts.DedupeMaxEntries)
 		s.dedup.metrics = opts.Metrics
 	}
 	// Replicas starting together on a fresh cluster race to create the same

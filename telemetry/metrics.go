@@ -43,6 +43,7 @@ type Metrics struct {
 	SinkCommitSeconds   prometheus.Histogram   // waypoint_sink_commit_seconds
 	RowsWritten         *prometheus.CounterVec // waypoint_rows_written_total{table}
 	DedupeCacheRequests *prometheus.CounterVec // waypoint_dedupe_cache_requests_total{result}
+	DedupeCacheEntries  prometheus.Gauge       // waypoint_dedupe_cache_entries
 	DeadLetters         *prometheus.CounterVec // waypoint_dead_letters_total{source,reason}
 
 	// Backfill.
@@ -94,6 +95,8 @@ func NewMetrics() *Metrics {
 			"Rows written per table.", "table"),
 		DedupeCacheRequests: f.counterVec("dedupe_cache_requests_total",
 			"Dedupe cache lookups by result (hit, miss, error).", "result"),
+		DedupeCacheEntries: f.gauge("dedupe_cache_entries",
+			"Committed events in the dedupe cache after this process's last commit to it."),
 		DeadLetters: f.counterVec("dead_letters_total",
 			"Messages sent to dead letters, by source and reason.", "source", "reason"),
 
@@ -127,6 +130,12 @@ func (f factory) counter(name, help string) prometheus.Counter {
 	c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help})
 	f.reg.MustRegister(c)
 	return c
+}
+
+func (f factory) gauge(name, help string) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help})
+	f.reg.MustRegister(g)
+	return g
 }
 
 func (f factory) gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {

@@ -102,6 +102,7 @@ func TestMetricsNamesAndLabels(t *testing.T) {
 		{"waypoint_sink_commit_seconds", dto.MetricType_HISTOGRAM, nil},
 		{"waypoint_rows_written_total", dto.MetricType_COUNTER, []string{"table"}},
 		{"waypoint_dedupe_cache_requests_total", dto.MetricType_COUNTER, []string{"result"}},
+		{"waypoint_dedupe_cache_entries", dto.MetricType_GAUGE, nil},
 		{"waypoint_dead_letters_total", dto.MetricType_COUNTER, []string{"reason", "source"}},
 		{"waypoint_backfill_jobs", dto.MetricType_GAUGE, []string{"state"}},
 		{"waypoint_backfill_messages_total", dto.MetricType_COUNTER, nil},
@@ -140,8 +141,8 @@ func TestMetricsNamesAndLabels(t *testing.T) {
 			ours++
 		}
 	}
-	if ours != 17 {
-		t.Errorf("registry has %d waypoint_ metrics, want the 17 listed", ours)
+	if ours != 18 {
+		t.Errorf("registry has %d waypoint_ metrics, want the 18 listed", ours)
 	}
 }
 

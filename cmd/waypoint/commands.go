@@ -206,16 +206,27 @@ func ingestOptions(cfg *config.Config) ingest.Options {
 // sections) onto sink.Options; the caller adds the connections.
 func sinkOptions(cfg *config.Config) sink.Options {
 	return sink.Options{
-		DedupePrefix:   cfg.Redis.KeyPrefix + "sink:seen:",
-		Replicas:       cfg.Sink.Replicas,
-		BatchSize:      cfg.Sink.BatchSize,
-		PullSize:       cfg.Sink.PullSize,
-		BatchTimeout:   time.Duration(cfg.Sink.BatchTimeoutMS) * time.Millisecond,
-		MaxBatchBytes:  cfg.Sink.MaxBatchMB << 20,
-		MaxPulledBytes: cfg.Sink.MaxPulledMB << 20,
-		Validate:       validationMode(cfg),
-		Network:        network(cfg),
+		DedupePrefix:     cfg.Redis.KeyPrefix + "sink:seen:",
+		Replicas:         cfg.Sink.Replicas,
+		BatchSize:        cfg.Sink.BatchSize,
+		PullSize:         cfg.Sink.PullSize,
+		BatchTimeout:     time.Duration(cfg.Sink.BatchTimeoutMS) * time.Millisecond,
+		MaxBatchBytes:    cfg.Sink.MaxBatchMB << 20,
+		MaxPulledBytes:   cfg.Sink.MaxPulledMB << 20,
+		Validate:         validationMode(cfg),
+		DedupeTTL:        time.Duration(cfg.Sink.DedupeTTLS) * time.Second,
+		DedupeMaxEntries: cfg.Sink.DedupeMaxEntries,
+		Network:          network(cfg),
 	}
+}
+
+// dedupeCache returns the Redis client of the sink's dedupe cache: rdb, or
+// none when sink.dedupe_max_entries is 0.
+func dedupeCache(cfg *config.Config, rdb *redis.Client) *redis.Client {
+	if cfg.Sink.DedupeMaxEntries == 0 {
+		return nil
+	}
+	return rdb
 }
 
 // runSink drains the stream into Postgres with sink.replicas replicas and,
@@ -253,7 +264,7 @@ func runSink(ctx context.Context, cfg *config.Config, log *slog.Logger, b *bus.B
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		so := sinkOptions(cfg)
-		so.Bus, so.Pool, so.Redis = b, pool, rdb
+		so.Bus, so.Pool, so.Redis = b, pool, dedupeCache(cfg, rdb)
 		so.WriterOptions = append(writerOptions(cfg, log), sink.WithMetrics(o.metrics, "sink"), sink.WithLoad(load))
 		so.Logger = log.With("component", "sink")
 		so.TracerProvider, so.Propagator, so.Metrics = tp, prop, o.metrics

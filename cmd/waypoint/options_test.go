@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/waypointhq/waypoint/config"
 	"github.com/waypointhq/waypoint/message"
 )
@@ -20,6 +22,8 @@ func TestSinkOptionsFromConfig(t *testing.T) {
 		"WAYPOINT_SINK__MAX_PULLED_MB=7",
 		"WAYPOINT_SINK__PULL_SIZE=125",
 		"WAYPOINT_SINK__VALIDATE=full",
+		"WAYPOINT_SINK__DEDUPE_TTL_S=90",
+		"WAYPOINT_SINK__DEDUPE_MAX_ENTRIES=5000",
 		"WAYPOINT_REDIS__KEY_PREFIX=tenant:",
 	)
 	o := sinkOptions(cfg)
@@ -31,8 +35,23 @@ func TestSinkOptionsFromConfig(t *testing.T) {
 		{"max_batch_mb", o.MaxBatchBytes, 5 << 20},
 		{"max_pulled_mb", o.MaxPulledBytes, 7 << 20},
 		{"validate", o.Validate, message.CheckFull},
+		{"dedupe_ttl_s", o.DedupeTTL, 90 * time.Second},
+		{"dedupe_max_entries", o.DedupeMaxEntries, 5000},
 		{"redis.key_prefix", o.DedupePrefix, "tenant:sink:seen:"},
 	})
+}
+
+// TestDedupeCacheOff: sink.dedupe_max_entries = 0 leaves the sink without
+// a dedupe cache though Redis is configured for the backfill queue.
+func TestDedupeCacheOff(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer rdb.Close()
+	if got := dedupeCache(loadEnv(t, "WAYPOINT_SINK__DEDUPE_MAX_ENTRIES=0"), rdb); got != nil {
+		t.Error("dedupe_max_entries = 0: the sink still has a dedupe cache")
+	}
+	if got := dedupeCache(loadEnv(t), rdb); got != rdb {
+		t.Error("by default the sink has no dedupe cache")
+	}
 }
 
 // optionCheck is one configuration key and the option value it must give.

@@ -105,8 +105,8 @@ func NewRedis(t testing.TB) *Redis {
 	}
 	r := &Redis{URL: u, Prefix: "wptest:" + Suffix() + ":", Client: c}
 	t.Cleanup(func() {
-		// A benchmark's dedupe cache can leave a million keys: unlink
-		// them a scan page at a time.
+		// A benchmark's backfill queue can leave many keys: unlink them
+		// a scan page at a time.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		var cursor uint64
