@@ -119,3 +119,27 @@ func TestDedupeForgetsAfterTTL(t *testing.T) {
 		t.Errorf("%d of 5 fresh entries seen, want 5", got)
 	}
 }
+
+// TestDedupeEntrySize checks the Redis memory an entry costs against the
+// "about 130 bytes" that sink.dedupe_max_entries's documentation gives.
+func TestDedupeEntrySize(t *testing.T) {
+	ctx := context.Background()
+	rd := testsupport.NewRedis(t)
+	d := newDedupe(rd.Client, rd.Prefix+"seen", time.Hour, 0)
+	const n = 20000
+	for i := 0; i < n; i += 5000 {
+		d.commit(ctx, members(i, 5000))
+	}
+	if got, err := rd.Client.ZCard(ctx, d.key).Result(); err != nil || got != n {
+		t.Fatalf("cache holds %d entries (%v), want %d", got, err, n)
+	}
+	bytes, err := rd.Client.MemoryUsage(ctx, d.key, 0).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	per := float64(bytes) / n
+	t.Logf("%.0f bytes of Redis memory per entry", per)
+	if per > 150 {
+		t.Errorf("%.0f bytes per entry, more than the documented 130 allow for", per)
+	}
+}
