@@ -716,3 +716,27 @@ func TestKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestOtherWaypointVariables: variables with the WAYPOINT_ prefix that are
+// not keys (telemetry's force list, the services script's ports, the
+// benchmarks' and the fault suite's settings) load with the configuration
+// instead of failing it as misspelt keys, while a misspelt key still fails.
+func TestOtherWaypointVariables(t *testing.T) {
+	others := []string{
+		"WAYPOINT_TRACE_FORCE=fid:5", "WAYPOINT_PG_PORT=55433", "WAYPOINT_REDIS_PORT=56380",
+		"WAYPOINT_CACHE_DIR=/tmp/x", "WAYPOINT_DEBIAN_MIRROR=http://m", "WAYPOINT_NATS_PASSWORD=p",
+		"WAYPOINT_JAEGER_UI_ASSETS=/srv/ui", "WAYPOINT_BENCH_ROUNDS=3", "WAYPOINT_FAULTS_ROLE=sink",
+		"WAYPOINT_TEST_PG_URL=postgres://x/y",
+	}
+	got, err := Load(LoadOptions{Env: others})
+	if err != nil {
+		t.Fatalf("Load with non-key WAYPOINT_ variables: %v", err)
+	}
+	if want := Default(); !reflect.DeepEqual(*got, want) {
+		t.Errorf("non-key variables changed the configuration: %+v", *got)
+	}
+	_, err = Load(LoadOptions{Env: append(others, "WAYPOINT_TRACE_FORCED=fid:5")})
+	if err == nil || !strings.Contains(err.Error(), "unknown key WAYPOINT_TRACE_FORCED") {
+		t.Errorf("a misspelt variable loaded: %v", err)
+	}
+}

@@ -16,6 +16,29 @@ const (
 	redacted      = "REDACTED"
 )
 
+// otherVariable reports whether name, which has the WAYPOINT_ prefix, is
+// not a configuration key, so the loader must not reject it as a misspelt
+// one: WAYPOINT_TRACE_FORCE, which the telemetry package reads, and the
+// variables of the project's own tooling (deploy/local/services.sh, the
+// benchmarks, the fault suite, the cluster's NATS configuration), which an
+// operator may well have exported in the shell that runs waypoint. No key
+// can take one of these forms: every key's variable has a double
+// underscore.
+func otherVariable(name string) bool {
+	switch name {
+	case "WAYPOINT_TRACE_FORCE",
+		"WAYPOINT_PG_PORT", "WAYPOINT_REDIS_PORT", "WAYPOINT_CACHE_DIR", "WAYPOINT_DEBIAN_MIRROR",
+		"WAYPOINT_NATS_PASSWORD":
+		return true
+	}
+	for _, p := range [...]string{envTestPrefix, "WAYPOINT_BENCH_", "WAYPOINT_FAULTS_", "WAYPOINT_JAEGER_"} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // field is one key of Config, with its names in every source.
 type field struct {
 	key     string // dotted file key: "database.max_connections"

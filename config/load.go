@@ -170,7 +170,7 @@ func (l *loader) setTOML(f field, val any, where string) {
 func (l *loader) loadEnv(env map[string]string) {
 	names := sortedKeys(env)
 	for _, name := range names {
-		if !strings.HasPrefix(name, envPrefix) || name == envFile || strings.HasPrefix(name, envTestPrefix) {
+		if !strings.HasPrefix(name, envPrefix) || name == envFile || otherVariable(name) {
 			continue
 		}
 		if !knownEnv(name) {
