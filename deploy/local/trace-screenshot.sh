@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# trace-screenshot.sh renders one message's trace, as Jaeger stores it,
-# into a PNG: it asks Jaeger's query API for the trace whose
-# farcaster.message.hash is HASH, adds the sink.commit span linked to it,
-# draws a timeline as HTML and screenshots it with headless Chromium.
-# (The Jaeger build of services.sh serves no UI assets, so this stands in
-# for a UI screenshot; every bar and attribute comes from the API.)
+# trace-screenshot.sh pictures one message's trace, as Jaeger stores it,
+# with headless Chromium. It asks Jaeger's query API for the trace whose
+# farcaster.message.hash is HASH. When the query service serves the built
+# Jaeger UI (services.sh with WAYPOINT_JAEGER_UI_ASSETS; jaeger-ui.sh
+# builds it), it screenshots the UI's own pages: the trace's timeline into
+# OUT.png and the search that finds it by the hash tag into OUT-search.png.
+# Otherwise (the Jaeger built from its Go module has only a placeholder
+# page) it draws the timeline as HTML, adding the sink.commit span linked
+# to the trace, and screenshots that into OUT.png; every bar and attribute
+# comes from the API.
 #
 #   deploy/local/trace-screenshot.sh 0x<40 hex digits> [docs/trace.png]
 #
 # JAEGER (default http://127.0.0.1:16686) is the query address; CHROMIUM
-# the browser binary (default: chromium). Needs python3.
+# the browser binary (default: chromium); DRAW=1 draws even when the UI is
+# served. Needs python3.
 set -euo pipefail
 
 hash=${1:?usage: trace-screenshot.sh HASH [OUT.png]}
@@ -17,13 +22,14 @@ out=${2:-docs/trace.png}
 jaeger=${JAEGER:-http://127.0.0.1:16686}
 chromium=${CHROMIUM:-chromium}
 
+mkdir -p "$(dirname "$out")"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-python3 - "$jaeger" "$hash" "$work/trace.html" <<'PY'
+python3 - "$jaeger" "$hash" "$work/trace.html" "$work/trace.id" <<'PY'
 import html, json, sys, urllib.parse, urllib.request
 
-base, want, out = sys.argv[1].rstrip("/"), sys.argv[2].lower(), sys.argv[3]
+base, want, out, idfile = sys.argv[1].rstrip("/"), sys.argv[2].lower(), sys.argv[3], sys.argv[4]
 
 def get(path, **q):
     url = base + path + "?" + urllib.parse.urlencode(q)
@@ -44,6 +50,7 @@ for t in traces:
             trace, newest = t, s["startTime"]
 if trace is None:
     sys.exit(f"trace-screenshot: jaeger has no ingest trace with farcaster.message.hash={want}")
+open(idfile, "w").write(trace["traceID"])
 
 spans = trace["spans"]
 procs = dict(trace["processes"])
@@ -101,8 +108,22 @@ td{{border-bottom:1px solid #eee;padding:6px 8px;vertical-align:top}} .svc{{widt
 open(out, "w").write(doc)
 PY
 
-"$chromium" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
-  --disable-background-networking --disable-component-update --disable-sync \
-  --user-data-dir="$work/profile" --screenshot="$out" --window-size=1400,300 \
-  "file://$work/trace.html" >/dev/null 2>&1
-echo "wrote $out ($(wc -c <"$out") bytes)"
+shoot() { # URL OUT HEIGHT
+	"$chromium" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+		--disable-background-networking --disable-component-update --disable-sync --hide-scrollbars \
+		--user-data-dir="$work/profile" --virtual-time-budget=15000 --screenshot="$2" --window-size="1400,$3" \
+		"$1" >/dev/null 2>&1 || true
+	[[ -s $2 ]] || { echo "trace-screenshot: $chromium wrote no $2" >&2; exit 1; }
+	echo "wrote $2 ($(wc -c <"$2") bytes)"
+}
+
+# The built UI's page loads its bundle from static/; the placeholder's does not.
+if [[ ${DRAW:-} != 1 ]] && curl -fsS "$jaeger/search" 2>/dev/null | grep -q 'static/index-'; then
+	query=$(python3 -c 'import json, sys, urllib.parse
+print(urllib.parse.urlencode({"service": "waypoint-ingest", "lookback": "2d", "limit": "20",
+                              "tags": json.dumps({"farcaster.message.hash": sys.argv[1].lower()})}))' "$hash")
+	shoot "$jaeger/trace/$(cat "$work/trace.id")" "$out" 360
+	shoot "$jaeger/search?$query" "${out%.png}-search.png" 620
+else
+	shoot "file://$work/trace.html" "$out" 300
+fi
