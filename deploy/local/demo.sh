@@ -60,6 +60,11 @@ echo "==> waypoint start --replicas 2 (ingest + sink, embedded JetStream)"
 "$BIN" start --replicas 2 >"$work/start.log" 2>&1 &
 pids+=($!)
 sleep 2
+if ! kill -0 "${pids[-1]}" 2>/dev/null; then
+	cat "$work/start.log" >&2
+	echo "demo: waypoint start exited" >&2
+	exit 1
+fi
 
 echo "==> waypoint backfill enqueue --all (the history before ingest started)"
 "$BIN" backfill enqueue --all
