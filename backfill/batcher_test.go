@@ -122,13 +122,9 @@ func TestBatcherCancelledContributorDoesNotAbortOthers(t *testing.T) {
 // hands in pages meanwhile: they must all go out in the next single write,
 // not in one write per linger.
 func TestBatcherGrowsBatchesWhileWritersAreBusy(t *testing.T) {
-	rw := &recordingWriter{block: make(chan struct{}), called: make(chan struct{}, 100)}
-	b := newBatcher(rw, 1000, 1000, time.Millisecond, time.Minute, 1)
-	var wg sync.WaitGroup
-	handIn(t, b, &wg, 2)
-	<-rw.called // the first batch holds the slot
+	rw, b, wg := holdSlot(t, 1000, 1000, time.Millisecond, 2)
 	for range 20 {
-		handIn(t, b, &wg, 2)
+		handIn(t, b, wg, 2)
 		time.Sleep(5 * time.Millisecond) // several lingers apart
 	}
 	close(rw.block)
@@ -163,13 +159,9 @@ func TestBatcherWritesAFullPageAtOnce(t *testing.T) {
 // held, full pages keep joining the open batch up to its maximum, which is
 // then sealed; the rest start the next batch.
 func TestBatcherGrowsPastAPageWhileWritersAreBusy(t *testing.T) {
-	rw := &recordingWriter{block: make(chan struct{}), called: make(chan struct{}, 100)}
-	b := newBatcher(rw, 5000, 1000, time.Hour, time.Minute, 1)
-	var wg sync.WaitGroup
-	handIn(t, b, &wg, 1000)
-	<-rw.called // the first page holds the slot
+	rw, b, wg := holdSlot(t, 5000, 1000, time.Hour, 1000)
 	for range 6 {
-		handIn(t, b, &wg, 1000)
+		handIn(t, b, wg, 1000)
 	}
 	// Let all six join before the slot frees.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
@@ -191,6 +183,18 @@ func TestBatcherGrowsPastAPageWhileWritersAreBusy(t *testing.T) {
 	if len(rw.sizes) != 3 || rw.sizes[0] != 1000 || rw.sizes[1] != 5000 || rw.sizes[2] != 1000 {
 		t.Fatalf("writes %v: want the first page, then five pages in one write of 5000, then the sixth", rw.sizes)
 	}
+}
+
+// holdSlot returns a batcher with one writer slot, batches of up to max
+// events and pages of ready, whose writer blocks until rw.block is closed,
+// once a first page of n events holds that slot; wg tracks the page.
+func holdSlot(t *testing.T, max, ready int, linger time.Duration, n int) (*recordingWriter, *batcher, *sync.WaitGroup) {
+	rw := &recordingWriter{block: make(chan struct{}), called: make(chan struct{}, 100)}
+	b := newBatcher(rw, max, ready, linger, time.Minute, 1)
+	var wg sync.WaitGroup
+	handIn(t, b, &wg, n)
+	<-rw.called
+	return rw, b, &wg
 }
 
 // handIn writes a page of n events through b in a goroutine that wg

@@ -616,7 +616,7 @@ func (r *replica) prepare(b *batch) {
 		if r.s.dedup != nil {
 			h := m.Headers()
 			if typ, hs := h.Get(bus.HeaderEventType), h.Values(bus.HeaderHash); typ != "" && len(hs) > 0 && hs[0] != "" {
-				b.keys[i] = r.s.dedup.member(typ, hs[0])
+				b.keys[i] = dedupeMember(typ, hs[0])
 			}
 		}
 	}

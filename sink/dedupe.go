@@ -31,9 +31,9 @@ const dedupeTimeout = 250 * time.Millisecond
 // outage costs one timeout per interval rather than one per batch.
 const dedupeBackoff = 2 * time.Second
 
-// dedupe is a cache of events already committed: one Redis sorted set whose
-// members are an event's type and message hash (see member), scored by the time of their
-// commit in Unix milliseconds. The event type is part of the member
+// dedupe is a cache of events already committed: one Redis sorted set
+// whose members are an event's type and message hash (see dedupeMember),
+// scored by the time of their commit in Unix milliseconds. The event type is part of the member
 // because a prune or revoke carries the hash of the message it removes: a
 // member of the hash alone would skip the prune once the merge was seen.
 // A sorted set, rather than a key per event, bounds the cache both ways:
@@ -69,18 +69,22 @@ func newDedupe(rdb *redis.Client, key string, ttl time.Duration, max int) *dedup
 	return &dedupe{rdb: rdb, key: key, ttl: ttl, max: int64(max)}
 }
 
-// member returns the cache member of an event of type typ carrying the
+// dedupeMember returns the cache member of an event of type typ carrying the
 // message hash (as the bus headers spell them): the type's number and the
 // hash's bytes, a third of the size spelled out, which makes an entry
 // about 130 bytes of Redis memory instead of 180. Values that do not parse
 // are kept as they are.
-func (d *dedupe) member(typ, hash string) string {
+func dedupeMember(typ, hash string) string {
 	n, ok := pb.HubEventType_value[typ]
-	raw, err := hex.DecodeString(strings.TrimPrefix(hash, "0x"))
-	if !ok || n < 0 || n > 255 || err != nil {
+	if !ok || n < 0 || n > 255 {
 		return typ + ":" + hash
 	}
-	return string(append([]byte{byte(n)}, raw...))
+	var buf [1 + 32]byte
+	b, err := hex.AppendDecode(append(buf[:0], byte(n)), []byte(strings.TrimPrefix(hash, "0x")))
+	if err != nil {
+		return typ + ":" + hash
+	}
+	return string(b)
 }
 
 func (d *dedupe) available() bool {

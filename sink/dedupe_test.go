@@ -15,18 +15,16 @@ import (
 // members returns the cache members of n merges, of distinct hashes
 // starting at from.
 func members(from, n int) []string {
-	var d *dedupe
 	out := make([]string, n)
 	for i := range out {
-		out[i] = d.member("HUB_EVENT_TYPE_MERGE_MESSAGE", fmt.Sprintf("0x%040x", from+i))
+		out[i] = dedupeMember("HUB_EVENT_TYPE_MERGE_MESSAGE", fmt.Sprintf("0x%040x", from+i))
 	}
 	return out
 }
 
 func TestDedupeMember(t *testing.T) {
-	var d *dedupe
 	const hash = "0x49294cadf15bb09f3003a16840c0368e94828053"
-	merge, prune := d.member("HUB_EVENT_TYPE_MERGE_MESSAGE", hash), d.member("HUB_EVENT_TYPE_PRUNE_MESSAGE", hash)
+	merge, prune := dedupeMember("HUB_EVENT_TYPE_MERGE_MESSAGE", hash), dedupeMember("HUB_EVENT_TYPE_PRUNE_MESSAGE", hash)
 	if len(merge) != 21 || len(prune) != 21 {
 		t.Errorf("members of %d and %d bytes, want the type's byte and the hash's 20", len(merge), len(prune))
 	}
@@ -39,8 +37,8 @@ func TestDedupeMember(t *testing.T) {
 		{"HUB_EVENT_TYPE_MERGE_MESSAGE", "0xnot-hex", "HUB_EVENT_TYPE_MERGE_MESSAGE:0xnot-hex"},
 		{"SOME_FUTURE_TYPE", hash, "SOME_FUTURE_TYPE:" + hash},
 	} {
-		if got := d.member(c.typ, c.hash); got != c.want {
-			t.Errorf("member(%q, %q) = %q, want it spelled out: %q", c.typ, c.hash, got, c.want)
+		if got := dedupeMember(c.typ, c.hash); got != c.want {
+			t.Errorf("dedupeMember(%q, %q) = %q, want it spelled out: %q", c.typ, c.hash, got, c.want)
 		}
 	}
 }

@@ -26,10 +26,10 @@ mkdir -p "$(dirname "$out")"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-python3 - "$jaeger" "$hash" "$work/trace.html" "$work/trace.id" <<'PY'
+python3 - "$jaeger" "$hash" "$work" <<'PY'
 import html, json, sys, urllib.parse, urllib.request
 
-base, want, out, idfile = sys.argv[1].rstrip("/"), sys.argv[2].lower(), sys.argv[3], sys.argv[4]
+base, want, work = sys.argv[1].rstrip("/"), sys.argv[2].lower(), sys.argv[3]
 
 def get(path, **q):
     url = base + path + "?" + urllib.parse.urlencode(q)
@@ -39,8 +39,9 @@ def get(path, **q):
 def tags(s):
     return {t["key"]: t["value"] for t in s.get("tags", [])}
 
-traces = get("/api/traces", service="waypoint-ingest", lookback="168h", limit="20",
-             tags=json.dumps({"farcaster.message.hash": want}))
+search = dict(service="waypoint-ingest", lookback="168h", limit="20",
+              tags=json.dumps({"farcaster.message.hash": want}))
+traces = get("/api/traces", **search)
 # The newest journey of a merge with that hash (a prune or revoke of the
 # message carries the same hash).
 trace, newest = None, -1
@@ -50,7 +51,10 @@ for t in traces:
             trace, newest = t, s["startTime"]
 if trace is None:
     sys.exit(f"trace-screenshot: jaeger has no ingest trace with farcaster.message.hash={want}")
-open(idfile, "w").write(trace["traceID"])
+# The UI's pages for the trace and for the search that finds it.
+open(work + "/trace.path", "w").write("/trace/" + trace["traceID"])
+# (The UI's lookback menu has no 168h: it shows 2d.)
+open(work + "/search.path", "w").write("/search?" + urllib.parse.urlencode(dict(search, lookback="2d")))
 
 spans = trace["spans"]
 procs = dict(trace["processes"])
@@ -105,7 +109,7 @@ td{{border-bottom:1px solid #eee;padding:6px 8px;vertical-align:top}} .svc{{widt
 <h1>Trace of message {html.escape(want)}</h1>
 <div class=sub>trace {html.escape(trace['traceID'])} &middot; {len(spans)} spans + {len(linked)} linked commit &middot; {span / 1000:.1f} ms &middot; from Jaeger {html.escape(base)}</div>
 <table>{''.join(rows)}</table>"""
-open(out, "w").write(doc)
+open(work + "/trace.html", "w").write(doc)
 PY
 
 shoot() { # URL OUT HEIGHT
@@ -119,11 +123,8 @@ shoot() { # URL OUT HEIGHT
 
 # The built UI's page loads its bundle from static/; the placeholder's does not.
 if [[ ${DRAW:-} != 1 ]] && curl -fsS "$jaeger/search" 2>/dev/null | grep -q 'static/index-'; then
-	query=$(python3 -c 'import json, sys, urllib.parse
-print(urllib.parse.urlencode({"service": "waypoint-ingest", "lookback": "2d", "limit": "20",
-                              "tags": json.dumps({"farcaster.message.hash": sys.argv[1].lower()})}))' "$hash")
-	shoot "$jaeger/trace/$(cat "$work/trace.id")" "$out" 360
-	shoot "$jaeger/search?$query" "${out%.png}-search.png" 620
+	shoot "$jaeger$(cat "$work/trace.path")" "$out" 360
+	shoot "$jaeger$(cat "$work/search.path")" "${out%.png}-search.png" 620
 else
 	shoot "file://$work/trace.html" "$out" 300
 fi

@@ -51,15 +51,19 @@ func CPUTime(pid int) (time.Duration, error) {
 }
 
 // CPUTimes returns the CPU time used so far by each running process whose
-// command name is comm (as in /proc/<pid>/comm, e.g. "postgres"), by PID.
-// Processes that end between two calls take their time with them: compare
-// two calls over a span in which the processes of interest keep running.
-func CPUTimes(comm string) (map[int]time.Duration, error) {
+// command name is one of comms (as in /proc/<pid>/comm, e.g. "postgres"),
+// by command name and PID, from one pass over /proc. Processes that end
+// between two calls take their time with them: compare two calls over a
+// span in which the processes of interest keep running.
+func CPUTimes(comms ...string) (map[string]map[int]time.Duration, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, fmt.Errorf("list processes: %w", err)
 	}
-	out := map[int]time.Duration{}
+	out := make(map[string]map[int]time.Duration, len(comms))
+	for _, c := range comms {
+		out[c] = map[int]time.Duration{}
+	}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -70,10 +74,10 @@ func CPUTimes(comm string) (map[int]time.Duration, error) {
 			continue // it ended meanwhile
 		}
 		name, d, err := parseStat(b)
-		if err != nil || name != comm {
+		if err != nil || out[name] == nil {
 			continue
 		}
-		out[pid] = d
+		out[name][pid] = d
 	}
 	return out, nil
 }
@@ -110,17 +114,16 @@ type CPUUse map[string]map[int]time.Duration
 // compares two readings (CPUUse.Since) to tell what its work cost them.
 func ReadCPU(tb testing.TB, procs map[string]int) CPUUse {
 	tb.Helper()
-	u := CPUUse{}
-	for service, comm := range map[string]string{"postgres": "postgres", "redis": "redis-server"} {
-		ts, err := CPUTimes(comm)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if len(ts) == 0 {
+	ts, err := CPUTimes("postgres", "redis-server")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for comm, pids := range ts {
+		if len(pids) == 0 {
 			tb.Fatalf("no %s process running", comm)
 		}
-		u[service] = ts
 	}
+	u := CPUUse{"postgres": ts["postgres"], "redis": ts["redis-server"]}
 	for part, pid := range procs {
 		t, err := CPUTime(pid)
 		if err != nil {

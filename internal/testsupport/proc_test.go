@@ -57,12 +57,13 @@ func TestCPUTimeOfThisProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	all, err := CPUTimes(strings.TrimSpace(string(comm)))
+	self := strings.TrimSpace(string(comm))
+	all, err := CPUTimes(self)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if all[pid] < after {
-		t.Fatalf("CPUTimes(%q) has %v for this process (%d), CPUTime %v", comm, all[pid], pid, after)
+	if all[self][pid] < after {
+		t.Fatalf("CPUTimes(%q) has %v for this process (%d), CPUTime %v", comm, all[self][pid], pid, after)
 	}
 	if d := ReadCPU(t, map[string]int{"self": pid}).Since(CPUUse{"self": {pid: before}})["self"]; d < after-before {
 		t.Fatalf("Since = %v, want at least %v", d, after-before)

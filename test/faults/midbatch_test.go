@@ -5,6 +5,7 @@ package faults
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -72,17 +73,11 @@ func (pl *pipeline) openWriteTransaction(ctx context.Context, skip int, timeout 
 		err := pl.pool.QueryRow(ctx, `SELECT backend_xid::text::int8 FROM pg_stat_activity
 			WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL
 			ORDER BY backend_xid::text::int8 DESC LIMIT 1`).Scan(&xid)
-		if err == nil {
-			known := false
-			for _, s := range seen {
-				known = known || s == xid
+		if err == nil && !slices.Contains(seen, xid) {
+			if len(seen) == skip {
+				return xid, true
 			}
-			if !known {
-				if len(seen) == skip {
-					return xid, true
-				}
-				seen = append(seen, xid)
-			}
+			seen = append(seen, xid)
 		}
 		time.Sleep(time.Millisecond)
 	}
